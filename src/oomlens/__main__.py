@@ -1,0 +1,3 @@
+from oomlens.cli.main import main
+
+raise SystemExit(main())

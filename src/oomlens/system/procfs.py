@@ -1,0 +1,140 @@
+"""Thin readers of `/proc/<pid>/*`, and the one place OS errors become oomlens errors.
+
+Parsers take text and return values (`parse_stat`, `parse_status`); readers take an
+explicit proc root so tests can point them at a fake tree. A process that exits
+while we read it is normal: scans skip it and count it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from dataclasses import dataclass
+
+from oomlens.errors import AccessDenied, NotFound, OomlensError, ProcessGone
+
+PF_KTHREAD = 0x00200000  # include/linux/sched.h
+CAP_SYS_ADMIN = 21  # include/uapi/linux/capability.h
+_GONE = frozenset({errno.ENOENT, errno.ESRCH})
+_DENIED = frozenset({errno.EACCES, errno.EPERM})
+
+
+def translate_os_error(err: OSError, path: str, pid: int | None = None) -> OomlensError:
+    """Map ENOENT/ESRCH to ProcessGone (for a pid) and EACCES/EPERM to AccessDenied."""
+    if err.errno in _GONE and pid is not None:
+        return ProcessGone(pid)
+    if err.errno in _DENIED:
+        return AccessDenied(path, pid)
+    if err.errno in _GONE:
+        return NotFound(f"{path} does not exist")
+    return OomlensError(f"cannot read {path}: {err.strerror}")
+
+
+def read_bytes(path: str) -> bytes:
+    """Whole file with raw syscalls (no buffered-IO object: /proc files are small and
+    generated on each read, so one read() usually returns everything)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, 16384)
+        if len(data) < 16384:
+            return data
+        chunks = [data]
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read_text(path: str) -> str:
+    return read_bytes(path).decode("utf-8", "replace")
+
+
+@dataclass(frozen=True, slots=True)
+class Stat:
+    """Fields of `/proc/<pid>/stat` we use (proc(5); fs/proc/array.c: do_task_stat())."""
+
+    comm: str
+    state: str
+    ppid: int
+    flags: int
+    start_time_ticks: int
+
+
+def parse_stat(text: str) -> Stat:
+    """Parse `/proc/<pid>/stat`. Fields start after the *last* ')' so a comm such as
+    `a) R 1 (` cannot fake them."""
+    open_paren = text.index("(")
+    close_paren = text.rindex(")")
+    comm = text[open_paren + 1 : close_paren]
+    fields = text[close_paren + 2 :].split()
+    # fields[0] is field 3 (state); proc(5) numbers from 1.
+    return Stat(comm, fields[0], int(fields[1]), int(fields[6]), int(fields[19]))
+
+
+_STATUS_KEYS = re.compile(
+    rb"^(Uid|RssAnon|RssFile|RssShmem|VmSwap|VmPTE|CapEff):\s+(\S+)", re.MULTILINE
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """Memory and identity from `/proc/<pid>/status` (fs/proc/task_mmu.c: task_mem()).
+
+    The memory lines are absent when the task has no mm (kernel thread, zombie):
+    `has_mm` is then False and the sizes 0.
+    """
+
+    uid: int
+    rss_anon_kib: int
+    rss_file_kib: int
+    rss_shmem_kib: int
+    swap_kib: int
+    pte_kib: int
+    cap_eff: int
+    has_mm: bool
+
+
+def parse_status(data: bytes) -> Status:
+    found = dict(_STATUS_KEYS.findall(data))
+    uid = int(found.get(b"Uid", b"0"))
+    cap_eff = int(found.get(b"CapEff", b"0"), 16)
+    if b"RssAnon" not in found:
+        return Status(uid, 0, 0, 0, 0, 0, cap_eff, has_mm=False)
+    return Status(
+        uid,
+        int(found[b"RssAnon"]),
+        int(found.get(b"RssFile", b"0")),
+        int(found.get(b"RssShmem", b"0")),
+        int(found.get(b"VmSwap", b"0")),
+        int(found.get(b"VmPTE", b"0")),
+        cap_eff,
+        has_mm=True,
+    )
+
+
+def parse_cmdline(data: bytes) -> str:
+    """NUL-separated argv as one line; empty for kernel threads and zombies."""
+    return data.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
+
+
+_MEMCG_V1 = re.compile(r"^\d+:([^:]*\bmemory\b[^:]*):(.*)$", re.MULTILINE)
+_UNIFIED = re.compile(r"^0::(.*)$", re.MULTILINE)
+
+
+def parse_proc_cgroup(text: str, memcg_version: int) -> str | None:
+    """The memory cgroup path from `/proc/<pid>/cgroup` (v1: the `memory` line;
+    v2: the `0::` line)."""
+    match = (_MEMCG_V1 if memcg_version == 1 else _UNIFIED).search(text)
+    if match is None:
+        return None
+    return match.group(match.lastindex or 1)
+
+
+def pids(proc_root: str) -> list[int]:
+    return [int(name) for name in os.listdir(proc_root) if name.isdigit()]
+
+
+def has_cap(cap_eff: int, capability: int) -> bool:
+    return bool(cap_eff >> capability & 1)
