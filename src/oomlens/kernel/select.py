@@ -57,7 +57,9 @@ def rank_tasks(tasks: Iterable[Task], totalpages: int, era: Era = CURRENT_ERA) -
     return ranked + ineligible
 
 
-def select_bad_process(tasks: Iterable[Task], totalpages: int, era: Era = CURRENT_ERA) -> Task | None:
+def select_bad_process(
+    tasks: Iterable[Task], totalpages: int, era: Era = CURRENT_ERA
+) -> Task | None:
     """The task the kernel would kill now, or None if nothing is killable."""
     best: tuple[Task, int] | None = None
     for task in sorted(tasks, key=lambda t: t.scan_order):

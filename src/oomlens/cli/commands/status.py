@@ -1,0 +1,130 @@
+"""`oomlens` with no command: one screen of memory headroom, pressure, the next
+victims per OOM domain and short warnings."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from oomlens.cli.env import Env, ExitStatus
+from oomlens.cli.render.json import write_json
+from oomlens.cli.render.table import Column, paint, render_table
+from oomlens.cli.render.units import format_bytes, format_share
+from oomlens.cli.views import process_json, where
+from oomlens.health import Finding, assess, memcg_usage_share
+from oomlens.kernel.domain import DomainKind, OomDomain
+from oomlens.ranking import RankedProcess, all_domains, rank_domain
+from oomlens.system.meminfo import read_vmstat
+from oomlens.system.snapshot import Snapshot, take_snapshot
+
+SCHEMA = "oomlens.status/1"
+TOP_N = 5
+VICTIM_COLUMNS = (Column("RANK"), Column("PID"), Column("BADNESS"), Column("SHARE"),
+                  Column("ADJ"), Column("RSS"), Column("CGROUP/UNIT", "<"),
+                  Column("COMMAND", "<", flex=True))
+
+
+def next_victims(snapshot: Snapshot) -> list[tuple[OomDomain, list[RankedProcess]]]:
+    out = []
+    for domain in all_domains(snapshot):
+        ranked = [r for r in rank_domain(snapshot, domain) if r.ranked.rank is not None]
+        out.append((domain, ranked[:TOP_N]))
+    return out
+
+
+def run(args: argparse.Namespace, env: Env) -> ExitStatus:
+    snapshot = take_snapshot(env.proc_root)
+    kills = read_vmstat(env.proc_root).get("oom_kill")
+    findings = assess(snapshot, kills)
+    victims = next_victims(snapshot)
+    if args.json:
+        write_json(env.stdout, _json(snapshot, kills, victims, findings))
+    else:
+        env.stdout.write("\n".join(_text(snapshot, kills, victims, findings, env)) + "\n")
+    if args.check and any(f.severity == "warning" for f in findings):
+        return ExitStatus.PROBLEM
+    return ExitStatus.OK
+
+
+def _json(snapshot: Snapshot, kills: int | None,
+          victims: list[tuple[OomDomain, list[RankedProcess]]],
+          findings: list[Finding]) -> dict[str, Any]:
+    mem = snapshot.meminfo
+    memcgs = {m.path: m for m in snapshot.memcgs}
+    pressure = snapshot.pressure
+    return {
+        "schema": SCHEMA,
+        "kernel": snapshot.kernel_release,
+        "memory": {
+            "mem_total_kib": mem.mem_total_kib, "mem_available_kib": mem.mem_available_kib,
+            "swap_total_kib": mem.swap_total_kib, "swap_free_kib": mem.swap_free_kib,
+            "committed_as_kib": mem.committed_as_kib, "commit_limit_kib": mem.commit_limit_kib,
+        },
+        "pressure": None if pressure is None else {
+            "some_avg10": pressure.some.avg10, "some_avg60": pressure.some.avg60,
+            "full_avg10": None if pressure.full is None else pressure.full.avg10,
+            "full_avg60": None if pressure.full is None else pressure.full.avg60,
+        },
+        "oom_kills_since_boot": kills,
+        "domains": [
+            {"domain": d.label, "kind": str(d.kind), "path": d.path, "totalpages": d.totalpages,
+             "usage_bytes": None if d.kind is DomainKind.GLOBAL else memcgs[d.path].usage_bytes,
+             "limit_bytes": None if d.kind is DomainKind.GLOBAL else memcgs[d.path].limit_bytes,
+             "next_victims": [process_json(r) for r in rows]}
+            for d, rows in victims
+        ],
+        "warnings": [{"code": f.code, "severity": f.severity, "message": f.message}
+                     for f in findings],
+        "notes": {"processes_gone_mid_scan": snapshot.notes.gone,
+                  "denied": snapshot.notes.denied},
+    }
+
+
+def _text(snapshot: Snapshot, kills: int | None,
+          victims: list[tuple[OomDomain, list[RankedProcess]]], findings: list[Finding],
+          env: Env) -> list[str]:
+    mem, kib = snapshot.meminfo, 1024
+    lines = [
+        paint(f"oomlens — kernel {snapshot.kernel_release}", "bold", env.colour),
+        f"memory  {format_bytes(mem.mem_available_kib * kib)} available of "
+        f"{format_bytes(mem.mem_total_kib * kib)} "
+        f"({format_share(mem.mem_available_kib / mem.mem_total_kib)})",
+        "swap    " + (f"{format_bytes(mem.swap_free_kib * kib)} free of "
+                       f"{format_bytes(mem.swap_total_kib * kib)}" if mem.swap_total_kib
+                       else "none"),
+        f"commit  {format_bytes(mem.committed_as_kib * kib)} committed, limit "
+        f"{format_bytes(mem.commit_limit_kib * kib)} (vm.overcommit_memory = "
+        f"{snapshot.sysctls.get('vm.overcommit_memory', '?')})",
+        _pressure_line(snapshot),
+        f"kills   {'?' if kills is None else kills} OOM kill(s) since boot",
+    ]
+    memcgs = {m.path: m for m in snapshot.memcgs}
+    for domain, rows in victims:
+        heading = f"Next victims — {domain.label}"
+        if domain.kind is DomainKind.MEMCG:
+            m = memcgs[domain.path]
+            heading += (f" ({format_bytes(m.usage_bytes)} of {format_bytes(m.limit_bytes)}, "
+                        f"{format_share(memcg_usage_share(m))})")
+        lines += ["", paint(heading, "bold", env.colour)]
+        table_rows = [[str(r.ranked.rank), str(r.process.pid), str(r.ranked.points),
+                       format_share(r.share), str(r.process.task.oom_score_adj),
+                       format_bytes(r.process.task.rss_pages * snapshot.page_size), where(r),
+                       r.process.cmdline or r.process.comm] for r in rows]
+        lines += render_table(VICTIM_COLUMNS, table_rows,
+                              width=env.columns if env.stdout_isatty else None)
+    if findings:
+        lines += ["", paint("Warnings", "bold", env.colour)]
+        for f in findings:
+            style = "yellow" if f.severity == "warning" else "dim"
+            lines.append(paint(f"  [{f.severity}] {f.message}", style, env.colour))
+    return lines
+
+
+def _pressure_line(snapshot: Snapshot) -> str:
+    psi = snapshot.pressure
+    if psi is None:
+        return "psi     not available"
+    full = "" if psi.full is None else \
+        f"; full {psi.full.avg10:.2f}/{psi.full.avg60:.2f}/{psi.full.avg300:.2f}"
+    return (f"psi     some {psi.some.avg10:.2f}/{psi.some.avg60:.2f}/{psi.some.avg300:.2f}"
+            f"{full} % stalled (avg10/60/300)")

@@ -1,0 +1,150 @@
+"""`oomlens` entry point: parse arguments, run one command, map errors to exit codes.
+
+This is the only place that turns exceptions into exit statuses and messages; the
+commands (cli/commands/<name>.py, imported lazily so `--help` stays fast) have no
+error handling of their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from oomlens import __version__
+from oomlens.cli.env import Env, ExitStatus
+
+EPILOG = """\
+exit status:
+  0  ok
+  1  a check found a problem (oomlens --check)
+  2  usage or input error (bad option, unknown pid or cgroup)
+  3  permission denied by the kernel
+  4  unsupported system (no /proc, no memory cgroup where one is needed)
+
+Every command takes --json (schemas: docs/json.md). Colour only on a terminal;
+NO_COLOR disables it.
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0: {text}")
+    return value
+
+
+def _add_filters(parser: argparse.ArgumentParser) -> None:
+    from oomlens.cli.views import SORT_KEYS
+
+    parser.add_argument("--cgroup", metavar="PATH",
+                        help="rank for the OOM domain of this memory cgroup (default: global)")
+    parser.add_argument("--user", help="only processes of this user (name or uid)")
+    parser.add_argument("--match", metavar="REGEX",
+                        help="only processes whose name or command line matches")
+    parser.add_argument("--eligible", action="store_true",
+                        help="hide processes the kernel never kills")
+    parser.add_argument("--all", action="store_true", help="include kernel threads")
+    parser.add_argument("--sort", choices=SORT_KEYS, default="rank", help="default: kill order")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="oomlens",
+        description="See which processes the Linux OOM killer would kill, and why.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"oomlens {__version__}")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--check", action="store_true",
+                        help="status screen: exit 1 if there is any warning")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    ls = sub.add_parser("ls", help="processes in the order the kernel would kill them",
+                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_filters(ls)
+    ls.add_argument("--all-domains", action="store_true",
+                    help="one ranking per OOM domain (global and each limited memcg)")
+    ls.add_argument("--limit", type=_positive_int, metavar="N", help="show the first N only")
+    ls.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                    help="machine-readable output")
+
+    top = sub.add_parser("top", help="the kill order, live (q quits, ? helps)",
+                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_filters(top)
+    top.add_argument("--interval", type=_positive_float, default=2.0, metavar="SECONDS",
+                     help="refresh interval (default 2)")
+    top.add_argument("--once", action="store_true",
+                     help="print one screen and exit (for scripts and dumb terminals)")
+
+    explain = sub.add_parser("explain", help="the kernel's formula with one process's numbers",
+                             epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    explain.add_argument("pid", type=_positive_int, help="process id")
+    explain.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                         help="machine-readable output")
+    return parser
+
+
+def _run(args: argparse.Namespace, env: Env) -> ExitStatus:
+    name = args.command or "status"
+    module = importlib.import_module(f"oomlens.cli.commands.{name}")
+    status: ExitStatus = module.run(args, env)
+    return status
+
+
+def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
+    """Run oomlens; return the exit status (never raises for user errors)."""
+    from oomlens.errors import AccessDenied, NotFound, OomlensError, Unsupported, UsageError
+
+    env = env or Env.from_process()
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: --help, --version, usage errors (2)
+        return int(exc.code or 0)
+    try:
+        return int(_run(args, env))
+    except (NotFound, UsageError) as err:
+        return _fail(env, err, ExitStatus.USAGE)
+    except AccessDenied as err:
+        return _fail(env, err, ExitStatus.PERMISSION)
+    except Unsupported as err:
+        return _fail(env, err, ExitStatus.UNSUPPORTED)
+    except OomlensError as err:
+        return _fail(env, err, ExitStatus.PROBLEM)
+    except KeyboardInterrupt:
+        return int(ExitStatus.INTERRUPTED)
+    except BrokenPipeError:
+        _silence_stdout()
+        return int(ExitStatus.OK)
+
+
+def _fail(env: Env, err: Exception, status: ExitStatus) -> int:
+    env.stderr.write(f"oomlens: {err}\n")
+    return int(status)
+
+
+def _silence_stdout() -> None:
+    """After EPIPE (`oomlens ls | head`), point stdout at /dev/null so the interpreter's
+    final flush does not raise again."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
