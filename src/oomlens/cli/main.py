@@ -116,7 +116,9 @@ def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
     except SystemExit as exc:  # argparse: --help, --version, usage errors (2)
         return int(exc.code or 0)
     try:
-        return int(_run(args, env))
+        status = int(_run(args, env))
+        env.stdout.flush()  # a closed pipe must fail here, inside the boundary
+        return status
     except (NotFound, UsageError) as err:
         return _fail(env, err, ExitStatus.USAGE)
     except AccessDenied as err:
@@ -128,7 +130,8 @@ def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
     except KeyboardInterrupt:
         return int(ExitStatus.INTERRUPTED)
     except BrokenPipeError:
-        _silence_stdout()
+        if env.stdout is sys.stdout:
+            _silence_stdout()
         return int(ExitStatus.OK)
 
 
