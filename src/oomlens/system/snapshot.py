@@ -28,6 +28,7 @@ from oomlens.system.procfs import (
     parse_status,
     pids,
     read_bytes,
+    read_record,
     read_text,
     translate_os_error,
 )
@@ -92,7 +93,7 @@ class _UserNames:
 
 def _read_optional_int(path: str, pid: int, notes: ScanNotes, what: str) -> int | None:
     try:
-        return int(read_bytes(path))
+        return int(read_record(path))
     except OSError as err:
         error = translate_os_error(err, path, pid)
         if isinstance(error, AccessDenied):
@@ -112,9 +113,9 @@ def read_process(
     """Read one process. Raises ProcessGone if it exits while we read."""
     base = f"{proc_root}/{pid}"
     try:
-        stat = parse_stat(read_text(f"{base}/stat"))
-        status = parse_status(read_bytes(f"{base}/status"))
-        adj = int(read_bytes(f"{base}/oom_score_adj"))
+        stat = parse_stat(read_record(f"{base}/stat").decode("utf-8", "replace"))
+        status = parse_status(read_record(f"{base}/status"))
+        adj = int(read_record(f"{base}/oom_score_adj"))
     except OSError as err:
         raise translate_os_error(err, base, pid) from err
     except (ValueError, IndexError) as err:  # a zombie reaped between reads
