@@ -8,8 +8,8 @@ History (mm/oom_kill.c: oom_badness(); fs/proc/base.c: proc_oom_score()):
 - 2.6.36 rewrote the heuristic: (rss + swap) as a share of totalpages in 0..1000,
   -30 for CAP_SYS_ADMIN, plus oom_score_adj, clamped to 1..1000; page tables
   counted from 2.6.39. `/proc` showed that value.
-- 3.10 moved to pages (adj scaled by totalpages/1000; root bonus as adj -= 30);
-  `/proc` shows points*1000/totalpages.
+- 3.5 moved to pages (adj scaled by totalpages/1000; root bonus as adj -= 30;
+  commit a7f638f999ff); `/proc` shows points*1000/totalpages.
 - 3.14 made the root bonus 3 % of the task's own points.
 - 4.17 dropped the root bonus.
 - 5.9 made badness signed (no clamp to 1) and `/proc` shows
@@ -99,8 +99,8 @@ def _pages(task: Task, totalpages: int, root_bonus: int, adj: int, *, clamp: boo
     )
 
 
-def badness_v3_10(task: Task, totalpages: int) -> BadnessTerms:
-    """3.10-3.13: the root bonus is `adj -= 30`, in oom_score_adj units."""
+def badness_v3_5(task: Task, totalpages: int) -> BadnessTerms:
+    """3.5-3.13: the root bonus is `adj -= 30`, in oom_score_adj units."""
     adj = task.oom_score_adj - (30 if task.cap_sys_admin else 0)
     terms = _pages(task, totalpages, 0, adj, clamp=True)
     bonus = -30 * (totalpages // 1000) if task.cap_sys_admin else 0
@@ -133,7 +133,7 @@ def oom_score_0_to_1000(points: int, totalpages: int) -> int:
 
 
 def oom_score_scaled_1000(points: int, totalpages: int) -> int:
-    """3.10-5.8: `oom_badness() * 1000 / totalpages` (fs/proc/base.c: proc_oom_score())."""
+    """3.5-5.8: `oom_badness() * 1000 / totalpages` (fs/proc/base.c: proc_oom_score())."""
     return points * 1000 // (totalpages or 1)
 
 
@@ -146,10 +146,10 @@ def oom_score_v5_9(points: int, totalpages: int) -> int:
 ERAS: tuple[Era, ...] = (
     Era("2.6.36", (2, 6, 36), (2, 6, 38), badness_v2_6_36, oom_score_0_to_1000,
         "mm/oom_kill.c: oom_badness(), v2.6.36"),
-    Era("2.6.39", (2, 6, 39), (3, 9, 999), badness_v2_6_39, oom_score_0_to_1000,
+    Era("2.6.39", (2, 6, 39), (3, 4, 999), badness_v2_6_39, oom_score_0_to_1000,
         "mm/oom_kill.c: oom_badness(), v2.6.39"),
-    Era("3.10", (3, 10, 0), (3, 13, 999), badness_v3_10, oom_score_scaled_1000,
-        "mm/oom_kill.c: oom_badness(), v3.10"),
+    Era("3.5", (3, 5, 0), (3, 13, 999), badness_v3_5, oom_score_scaled_1000,
+        "mm/oom_kill.c: oom_badness(), v3.5"),
     Era("3.14", (3, 14, 0), (4, 16, 999), badness_v3_14, oom_score_scaled_1000,
         "mm/oom_kill.c: oom_badness(), v3.14"),
     Era("4.17", (4, 17, 0), (5, 8, 999), badness_v4_17, oom_score_scaled_1000,

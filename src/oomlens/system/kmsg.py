@@ -18,7 +18,6 @@ import errno
 import os
 import re
 from dataclasses import dataclass
-from types import TracebackType
 
 from oomlens.errors import OomlensError
 from oomlens.system.procfs import translate_os_error
@@ -181,10 +180,5 @@ class KmsgReader:
     def __enter__(self) -> KmsgReader:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()

@@ -48,14 +48,16 @@ class MemcgMount:
         return f"{base}/{tail}" if tail else (self.prefix or "/")
 
 
-def parse_mountinfo(text: str) -> tuple[MemcgMount | None, str | None]:
-    """Find the memory controller's mount and the cgroup2 mount in `/proc/self/mountinfo`.
+def parse_mountinfo(text: str) -> tuple[MemcgMount | None, MemcgMount | None]:
+    """Find the memory controller's v1 mount and the cgroup2 mount in
+    `/proc/self/mountinfo`, each with the cgroup path of its root (field 4: not "/"
+    for a sub-tree mount, as in a container).
 
-    Returns (v1 memory mount or None, cgroup2 mount point or None). Whether the cgroup2
-    hierarchy has the memory controller needs a read of its `cgroup.controllers`.
+    Whether the cgroup2 hierarchy has the memory controller needs a read of its
+    `cgroup.controllers`.
     """
     v1: MemcgMount | None = None
-    v2: str | None = None
+    v2: MemcgMount | None = None
     for line in text.splitlines():
         left, _, right = line.partition(" - ")
         fields = left.split()
@@ -67,7 +69,7 @@ def parse_mountinfo(text: str) -> tuple[MemcgMount | None, str | None]:
         if fstype == "cgroup" and "memory" in options.split(",") and v1 is None:
             v1 = MemcgMount(1, mount_point, root)
         elif fstype == "cgroup2" and v2 is None:
-            v2 = mount_point
+            v2 = MemcgMount(2, mount_point, root)
     return v1, v2
 
 
@@ -89,17 +91,12 @@ def find_memcg_mount(proc_root: str = "/proc") -> MemcgMount | None:
         return v1
     if v2 is not None:
         try:
-            controllers = read_text(os.path.join(v2, "cgroup.controllers")).split()
+            controllers = read_text(os.path.join(v2.root, "cgroup.controllers")).split()
         except OSError:
             return None
         if "memory" in controllers:
-            return MemcgMount(2, v2, "/")
+            return v2
     return None
-
-
-def find_unified_mount(proc_root: str = "/proc") -> str | None:
-    """The cgroup2 mount point (for the systemd unit of a process), or None."""
-    return parse_mountinfo(read_text(f"{proc_root}/self/mountinfo"))[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +248,7 @@ def limited_memcgs(
     domain. The hierarchy's root never has a limit."""
     found: list[Memcg] = []
     for path, _directory in walk(mount):
-        if path == mount.prefix:
+        if path == "/":  # only the real root cannot have a limit (mem_cgroup_is_root())
             continue
         try:
             memcg = read_memcg(mount, path, page_size, vm_swappiness)

@@ -31,10 +31,13 @@ def parse_psi(text: str) -> Pressure:
     for line in text.splitlines():
         kind, *pairs = line.split()
         values = dict(pair.split("=", 1) for pair in pairs)
-        lines[kind] = PressureLine(
-            float(values["avg10"]), float(values["avg60"]), float(values["avg300"]),
-            int(values["total"]),
-        )
+        try:
+            lines[kind] = PressureLine(
+                float(values["avg10"]), float(values["avg60"]), float(values["avg300"]),
+                int(values["total"]),
+            )
+        except KeyError as err:
+            raise ValueError(f"pressure line without {err}: {line!r}") from None
     if "some" not in lines:
         raise ValueError("no 'some' line in pressure file")
     return Pressure(lines["some"], lines.get("full"))

@@ -112,12 +112,15 @@ def read_process(
 ) -> Process:
     """Read one process. Raises ProcessGone if it exits while we read."""
     base = f"{proc_root}/{pid}"
+    path = f"{base}/stat"
     try:
-        stat = parse_stat(read_record(f"{base}/stat").decode("utf-8", "replace"))
-        status = parse_status(read_record(f"{base}/status"))
-        adj = int(read_record(f"{base}/oom_score_adj"))
+        stat = parse_stat(read_record(path).decode("utf-8", "replace"))
+        path = f"{base}/status"
+        status = parse_status(read_record(path))
+        path = f"{base}/oom_score_adj"
+        adj = int(read_record(path))
     except OSError as err:
-        raise translate_os_error(err, base, pid) from err
+        raise translate_os_error(err, path, pid) from err
     except (ValueError, IndexError) as err:  # a zombie reaped between reads
         raise ProcessGone(pid) from err
     oom_score = _read_optional_int(f"{base}/oom_score", pid, notes, "oom_score")
@@ -127,7 +130,7 @@ def read_process(
         notes.deny("cmdline")
         cmdline = ""
     except OSError as err:
-        raise translate_os_error(err, base, pid) from err
+        raise translate_os_error(err, f"{base}/cmdline", pid) from err
     memcg = memcg_of.get(pid)
     if memcg is None and memcg_version is not None:
         memcg = _memcg_from_proc(base, memcg_version)
