@@ -28,24 +28,20 @@ NO_COLOR disables it.
 """
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
-    return value
-
-
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
+    if not value > 0:
         raise argparse.ArgumentTypeError(f"must be greater than 0: {text}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return int(_positive_float(text))
 
 
 def _add_filters(parser: argparse.ArgumentParser) -> None:
