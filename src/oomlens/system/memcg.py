@@ -37,8 +37,12 @@ class MemcgMount:
     def fs_path(self, cgroup_path: str) -> str:
         """Filesystem directory of a cgroup path as seen in /proc/<pid>/cgroup."""
         rel = cgroup_path
-        if self.prefix != "/" and rel.startswith(self.prefix):
-            rel = rel[len(self.prefix) :]
+        if self.prefix != "/":
+            prefix = self.prefix.rstrip("/")
+            if rel != prefix and not rel.startswith(prefix + "/"):
+                raise NotFound(f"memory cgroup {cgroup_path} is outside this mount "
+                               f"({self.prefix} at {self.root})")
+            rel = rel[len(prefix) :]
         return os.path.join(self.root, rel.lstrip("/"))
 
     def cgroup_path(self, fs_dir: str) -> str:

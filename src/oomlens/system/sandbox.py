@@ -107,8 +107,10 @@ class Hog:
 @dataclass(frozen=True, slots=True)
 class OomKill:
     """What one triggered OOM did. `records` are the kernel log records from the
-    trigger up to and including the `Killed process` line (header, task table,
-    oom-kill line); `sigkilled` are the sandbox processes that died of SIGKILL."""
+    trigger up to and including the first `Killed process` line (header, task table,
+    oom-kill line); `oom_kills` is how far the cgroup's counter moved (now and then
+    2: the kernel may kill again before the first victim's pages are uncharged);
+    `sigkilled` are the hogs that had died of SIGKILL when we looked."""
 
     killed: KilledProcess
     records: tuple[KmsgRecord, ...]
