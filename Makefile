@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test lint typecheck pytest lab-deps bench clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { apt-get update -qq && apt-get install -y -qq python3; }
@@ -28,10 +28,15 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy --strict src
 
-pytest: $(VENV)/.dev
+pytest: $(VENV)/.dev lab-deps
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# The kernel lab's tools (QEMU, busybox-static, cpio) and Debian's kernel package;
+# see tests/lab/README.md. Never fails: the lab tests skip with the reason instead.
+lab-deps: $(BIN)/python
+	@$(BIN)/python tests/lab/labdeps.py
 
 bench: $(VENV)/.dev
 	$(BIN)/python bench/run.py

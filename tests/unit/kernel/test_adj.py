@@ -26,7 +26,14 @@ def kernel_write(oom_adj: int) -> int:
 
 
 def kernel_read(oom_score_adj: int) -> int:
-    return 15 if oom_score_adj == 1000 else trunc(Fraction(oom_score_adj * 17, 1000))
+    """fs/proc/base.c: oom_adj_read(), clamped to OOM_ADJUST_MAX: the kernel lab's 6.1
+    guest reads 15 for every oom_score_adj in 942..1000."""
+    return min(15, trunc(Fraction(oom_score_adj * 17, 1000)))
+
+
+@pytest.mark.parametrize("score_adj", [942, 999, 1000])
+def test_read_is_clamped_to_15(score_adj: int) -> None:
+    assert score_adj_to_oom_adj(score_adj) == 15
 
 
 def test_constants() -> None:
@@ -47,7 +54,7 @@ def test_write(oom_adj: int, score_adj: int) -> None:
 @pytest.mark.parametrize(
     ("score_adj", "oom_adj"),
     [(500, 8), (-500, -8), (1000, 15), (-1000, -17), (0, 0), (470, 7), (-470, -7),
-     (999, 16), (-999, -16), (58, 0), (59, 1), (-59, -1)],
+     (999, 15), (-999, -16), (58, 0), (59, 1), (-59, -1)],
 )
 def test_read(score_adj: int, oom_adj: int) -> None:
     # -500 * 17 / 1000 = -8.5: C truncates to -8 (Python's // would say -9).
