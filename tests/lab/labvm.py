@@ -91,6 +91,11 @@ mkdir -p $R/dev/shm $R/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs $R/dev/shm
 mount -t tmpfs -o mode=1777 tmpfs $R/tmp || die "cannot mount /tmp in the chroot"
 mount -t tmpfs tmpfs $R/run
+# The checkout gets its own export, mounted last: a clone under /tmp or /run would
+# otherwise be hidden by the tmpfs mounts above.
+mkdir -p "$R@REPO@"
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose labrepo "$R@REPO@" \
+    || die "cannot mount the checkout (tag labrepo) at @REPO@"
 mkdir $R/tmp/lab
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 labout $R/tmp/lab \
     || die "cannot mount the results export (tag labout)"
@@ -321,7 +326,7 @@ def module_load_order(modules_dir: Path, wanted: Sequence[str]) -> list[tuple[st
 def _write_initramfs(kdir: Path, release: str, busybox: str) -> Path:
     """Build (or reuse) the initramfs for this kernel, keyed by its content."""
     modules = module_load_order(kdir / "lib" / "modules" / release, GUEST_MODULES)
-    init = INIT_SCRIPT.replace("@ZRAM@", ZRAM_DISKSIZE)
+    init = INIT_SCRIPT.replace("@ZRAM@", ZRAM_DISKSIZE).replace("@REPO@", str(REPO))
     busybox_bytes = Path(busybox).read_bytes()
     digest = hashlib.sha256(init.encode() + busybox_bytes)
     for name, data in modules:
@@ -511,6 +516,8 @@ def qemu_command(assets: Assets, outdir: Path, console: Path) -> list[str]:
         "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,"
                    "multidevs=remap",
         "-virtfs", f"local,path={outdir},mount_tag=labout,security_model=none,"
+                   "multidevs=remap",
+        "-virtfs", f"local,path={REPO},mount_tag=labrepo,security_model=none,readonly=on,"
                    "multidevs=remap",
     ]
 
