@@ -1,5 +1,7 @@
 """Shared fixtures: the preconditions of `kernel` tests, sandbox memcgs that always
-clean up, and a last check that no sandbox cgroup outlives the session.
+clean up, and a last check that no sandbox cgroup outlives the session. Puts
+`tests/fixtures/` on sys.path, so every test can import its helper modules
+(`import tasktable`, `import procutil`).
 
 Kernel tests skip (with the reason) where they cannot run; with
 OOMLENS_REQUIRE_KERNEL_TESTS=1 a missing precondition fails them instead, so a CI
@@ -13,8 +15,10 @@ import functools
 import os
 import re
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +26,12 @@ from oomlens.errors import OomlensError
 from oomlens.system.kmsg import KmsgReader
 from oomlens.system.memcg import MemcgMount, find_memcg_mount, walk
 from oomlens.system.sandbox import SandboxMemcg
+
+_FIXTURES = str(Path(__file__).resolve().parent / "fixtures")
+if _FIXTURES not in sys.path:
+    sys.path.insert(0, _FIXTURES)
+
+from procutil import pid_alive  # noqa: E402  (needs the path above)
 
 SANDBOX_PREFIX = "oomlens-test-"
 REQUIRE_ENV = "OOMLENS_REQUIRE_KERNEL_TESTS"
@@ -80,18 +90,20 @@ def memcg_mount() -> MemcgMount:
 
 @pytest.fixture
 def sandbox(memcg_mount: MemcgMount) -> Iterator[SandboxFactory]:
-    """`sandbox(limit_bytes, prefix="oomlens-test-...")` -> a created SandboxMemcg.
+    """`sandbox(limit_bytes, prefix="oomlens-test-...", timeout=20.0,
+    swap_limit_bytes=0)` -> a created SandboxMemcg.
 
     Every sandbox made is closed at teardown (processes killed and reaped, cgroup
     removed) whatever the test did; a failed cleanup fails the test.
     """
     made: list[SandboxMemcg] = []
 
-    def make(limit_bytes: int, prefix: str = SANDBOX_PREFIX, timeout: float = 20.0
-             ) -> SandboxMemcg:
+    def make(limit_bytes: int, prefix: str = SANDBOX_PREFIX, timeout: float = 20.0,
+             swap_limit_bytes: int | None = 0) -> SandboxMemcg:
         if not prefix.startswith(SANDBOX_PREFIX):
             raise ValueError(f"test sandboxes must be named {SANDBOX_PREFIX}*")
-        box = SandboxMemcg(memcg_mount, prefix, limit_bytes, timeout=timeout)
+        box = SandboxMemcg(memcg_mount, prefix, limit_bytes, timeout=timeout,
+                           swap_limit_bytes=swap_limit_bytes)
         made.append(box)
         box.create()
         return box
@@ -107,16 +119,6 @@ def sandbox(memcg_mount: MemcgMount) -> Iterator[SandboxFactory]:
         pytest.fail("sandbox cleanup failed: " + "; ".join(failures), pytrace=False)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def leftover_sandboxes(mount: MemcgMount) -> list[str]:
     """Sandbox cgroup directories made by this session, or by a session that is gone
     (a concurrent test run's live sandboxes are not ours to judge)."""
@@ -125,7 +127,7 @@ def leftover_sandboxes(mount: MemcgMount) -> list[str]:
         match = _SANDBOX_NAME.match(os.path.basename(directory))
         if os.path.basename(directory).startswith(SANDBOX_PREFIX) and (
             match is None or int(match.group(1)) == os.getpid()
-            or not _pid_alive(int(match.group(1)))
+            or not pid_alive(int(match.group(1)))
         ):
             left.append(directory)
     return left

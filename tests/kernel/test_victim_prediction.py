@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from tasktable import parse_task_table, table_tasks
 
 from oomlens.kernel.badness import oom_badness
 from oomlens.kernel.select import rank_tasks, select_bad_process
@@ -100,10 +101,6 @@ def make_scenario(index: int) -> Scenario:
 
 # -- the kernel's own report ----------------------------------------------------------
 
-_TASKS_HEADER = "Tasks state (memory values in pages):"
-# [  pid  ]   uid  tgid total_vm      rss rss_anon rss_file rss_shmem pgtables_bytes
-#   swapents oom_score_adj name        (mm/oom_kill.c: dump_task(), 6.x)
-_ROW = re.compile(r"^\[\s*(\d+)\]" + r"\s+(-?\d+)" * 10 + r" (.*)$")
 _OOM_KILL = re.compile(r"^oom-kill:(.*)$")
 
 
@@ -116,33 +113,21 @@ class KernelReport:
 
 
 def parse_report(records: Sequence[KmsgRecord]) -> KernelReport | None:
-    """The task table and oom-kill line of the last OOM in `records`, or None when
-    the kernel did not print them (ratelimited)."""
-    tasks: list[Task] = []
+    """The task table (tests/fixtures/tasktable.py) and oom-kill line of the last OOM
+    in `records`, or None when the kernel did not print them (ratelimited)."""
+    messages = [record.message for record in records]
     fields: dict[str, str] = {}
-    in_table = False
-    for record in records:
-        message = record.message
-        if message.startswith(_TASKS_HEADER):
-            tasks, in_table = [], True
-        elif in_table and (row := _ROW.match(message)):
-            tasks.append(_task_from_row(row, len(tasks)))
-        elif (line := _OOM_KILL.match(message)) is not None:
-            in_table = False
+    for message in messages:
+        if (line := _OOM_KILL.match(message)) is not None:
             fields = dict(p.split("=", 1) for p in line.group(1).split(",") if "=" in p)
-    return KernelReport(tuple(tasks), fields) if tasks and fields else None
-
-
-def _task_from_row(row: re.Match[str], position: int) -> Task:
-    pid, _uid, tgid, _vm, rss, anon, file, shmem, pgtables, swap, adj = (
-        int(v) for v in row.groups()[:11]
-    )
-    assert pid == tgid and rss == anon + file + shmem, row.group(0)
-    return Task(
-        pid=pid, comm=row.group(12), oom_score_adj=adj, rss_anon_pages=anon,
-        rss_file_pages=file, rss_shmem_pages=shmem, swapents=swap, pgtables_bytes=pgtables,
-        page_size=PAGE_SIZE, scan_order=position,
-    )
+    rows = parse_task_table(messages)
+    if not rows or not fields:
+        return None
+    for row in rows:  # this kernel prints the split rss columns (6.9+)
+        v = row.values
+        anon, file, shmem = v["rss_anon"], v["rss_file"], v["rss_shmem"]
+        assert row.pid == v["tgid"] and v["rss"] == anon + file + shmem, row
+    return KernelReport(tuple(table_tasks(rows, PAGE_SIZE)), fields)
 
 
 def points(task: Task, totalpages: int) -> int:

@@ -49,6 +49,12 @@ from pathlib import Path
 import labdeps
 
 REPO = labdeps.REPO
+_FIXTURES = str(REPO / "tests" / "fixtures")
+if _FIXTURES not in sys.path:  # run as a script, tests/conftest.py has not added it
+    sys.path.insert(0, _FIXTURES)
+
+from procutil import pid_alive  # noqa: E402  (needs the path above)
+
 CACHE = labdeps.CACHE
 LAST_RUN = CACHE / "last-run"
 GUEST_MEMORY_MIB = 384
@@ -181,23 +187,13 @@ def _cache_lock() -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _work_dir(kind: str) -> Path:
     """A fresh `.cache/lab/<kind>-<pid>-*` directory, after removing those left by
     processes that died before their cleanup ran (SIGKILL)."""
     CACHE.mkdir(parents=True, exist_ok=True)
     for old in CACHE.glob(f"{kind}-*-*"):
         owner = old.name.split("-")[1]
-        if owner.isdigit() and not _pid_alive(int(owner)):
+        if owner.isdigit() and not pid_alive(int(owner)):
             shutil.rmtree(old, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=f"{kind}-{os.getpid()}-", dir=CACHE))
 

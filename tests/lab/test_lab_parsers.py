@@ -1,15 +1,12 @@
 """The lab's own parsing, on the host without booting anything: the kernel's OOM task
-table (both column layouts), junit XML from the guest, module dependencies."""
+table (both column layouts; tests/fixtures/tasktable.py, shared with tests/kernel),
+junit XML from the guest, module dependencies."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import labvm
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "guest"))
-from guestlib import parse_task_table, table_tasks
+import pytest
+from tasktable import parse_task_table, table_tasks
 
 # mm/oom_kill.c: dump_task(), printk formats of 6.1 and of 6.9+ (split rss columns).
 V6_1 = [
@@ -30,6 +27,7 @@ V6_9 = [
 
 def test_task_table_6_1_layout() -> None:
     rows = parse_task_table(V6_1)
+    assert rows is not None
     assert [r.pid for r in rows] == [122, 124]
     assert rows[1].name == "my (odd) name"
     tasks = table_tasks(rows)
@@ -39,9 +37,36 @@ def test_task_table_6_1_layout() -> None:
 
 
 def test_task_table_split_rss_layout() -> None:
-    (task,) = table_tasks(parse_task_table(V6_9))
+    rows = parse_task_table(V6_9)
+    assert rows is not None
+    (task,) = table_tasks(rows)
     assert (task.rss_anon_pages, task.rss_file_pages, task.rss_shmem_pages) == (4000, 900, 100)
     assert task.swapents == 7 and task.pgtables_bytes == 200704 and task.comm == "worker"
+    assert rows[0].values["tgid"] == 4711 and rows[0].values["rss"] == 5000
+
+
+def test_task_table_last_one_wins_and_stray_lines_are_passed_over() -> None:
+    """The last OOM's table counts; another CPU's line inside it is not a row; the
+    table ends at `oom-kill:`."""
+    messages = [
+        *V6_1[:-1], "oom-kill:constraint=CONSTRAINT_MEMCG,task=python,pid=122",
+        *V6_9[:3], "some other CPU's printk",
+        "[   4712]  1000  4712    70000     300      200      100         0    65536"
+        "        0          -100  two  spaces",
+        "oom-kill:constraint=CONSTRAINT_MEMCG,task=worker,pid=4711",
+        "[      9] not a row of the table",
+    ]
+    rows = parse_task_table(messages)
+    assert rows is not None
+    assert [(r.pid, r.name) for r in rows] == [(4711, "worker"), (4712, " two  spaces")]
+    assert [t.scan_order for t in table_tasks(rows)] == [0, 1]
+    assert table_tasks(rows)[1].oom_score_adj == -100
+
+
+def test_task_table_missing_or_malformed() -> None:
+    assert parse_task_table(["Mem-Info:", "oom-kill:pid=1"]) is None
+    with pytest.raises(ValueError, match="does not fit the header"):
+        parse_task_table([*V6_1[:2], "[    122]     0   122    16938    14465 python"])
 
 
 def test_parse_junit_outcomes_and_properties() -> None:

@@ -5,7 +5,9 @@ Why: the only honest check of oomlens's model is the kernel itself, so the kerne
 tests (and later `oomlens simulate`) make the kernel choose a victim in a place where
 that cannot hurt anything. Safety rules this module enforces:
 - the limit is at most 512 MiB and there is no swap (v1: memsw limit == limit;
-  v2: memory.swap.max = 0), so a runaway hog is contained;
+  v2: memory.swap.max = 0), so a runaway hog is contained; swap has to be asked for
+  (`swap_limit_bytes`: a finite amount, or unlimited where swap itself is small, as
+  in the kernel lab's zram guest);
 - every process joins the cgroup *before* it allocates anything: a shell writes its
   own pid to `cgroup.procs` and then execs the real program;
 - `close()` (or leaving the `with` block) kills everything in the cgroup and removes
@@ -141,13 +143,20 @@ class SandboxMemcg:
         parent: str | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
         kmsg_path: str = "/dev/kmsg",
+        swap_limit_bytes: int | None = 0,
     ) -> None:
+        """`swap_limit_bytes`: swap the cgroup may use on top of `limit_bytes` (0: none,
+        the default; None: no swap limit)."""
         if not 0 < limit_bytes <= MAX_LIMIT_BYTES:
             raise ValueError(f"sandbox limit must be 1..{MAX_LIMIT_BYTES} bytes, not {limit_bytes}")
+        if swap_limit_bytes is not None and not 0 <= swap_limit_bytes <= MAX_LIMIT_BYTES:
+            raise ValueError(f"sandbox swap limit must be 0..{MAX_LIMIT_BYTES} bytes or None, "
+                             f"not {swap_limit_bytes}")
         if not prefix or "/" in prefix or prefix.startswith("."):
             raise ValueError(f"bad sandbox name prefix {prefix!r}")
         self.mount = mount
         self.limit_bytes = limit_bytes
+        self.swap_limit_bytes = swap_limit_bytes
         self.timeout = timeout
         self.kmsg_path = kmsg_path
         self.name = f"{prefix}{os.getpid()}-{secrets.token_hex(4)}"
@@ -212,17 +221,23 @@ class SandboxMemcg:
         self._enabled_parent_memory = True
 
     def write_limits(self) -> None:
-        """Hard limit = `limit_bytes`, and no swap at all."""
-        limit = str(self.limit_bytes)
+        """Hard limit = `limit_bytes`; swap: `swap_limit_bytes` (none by default).
+        Without swap accounting (no memsw / swap.max file) a finite swap allowance
+        cannot be set: Unsupported."""
+        limit, swap = str(self.limit_bytes), self.swap_limit_bytes
         if self.mount.version == 1:
+            memsw = "-1" if swap is None else str(self.limit_bytes + swap)
+            swap_file, swap_value = "memory.memsw.limit_in_bytes", memsw
             # memsw must stay >= the memory limit, so set the memory limit first.
             self._write(self._file("memory.limit_in_bytes"), limit)
-            if os.path.exists(self._file("memory.memsw.limit_in_bytes")):
-                self._write(self._file("memory.memsw.limit_in_bytes"), limit)
         else:
+            swap_file, swap_value = "memory.swap.max", "max" if swap is None else str(swap)
             self._write(self._file("memory.max"), limit)
-            if os.path.exists(self._file("memory.swap.max")):
-                self._write(self._file("memory.swap.max"), "0")
+        if os.path.exists(self._file(swap_file)):
+            self._write(self._file(swap_file), swap_value)
+        elif swap:
+            raise Unsupported(f"no {swap_file} in {self.directory}: cannot allow "
+                              f"{swap} bytes of swap")
 
     def remove(self) -> None:
         """rmdir the cgroup (retrying while the kernel still sees it busy) and undo
@@ -286,9 +301,12 @@ class SandboxMemcg:
         self._wait_for(lambda: len(self.procs()) >= count, f"{count} processes in {self.path}")
 
     def start_hog(self, size_mib: int, oom_score_adj: int = 0) -> Hog:
-        """Start a process holding `size_mib` MiB resident; returns once it is."""
-        if not 0 <= size_mib * MIB < self.limit_bytes:
-            raise ValueError(f"hog of {size_mib} MiB does not fit in {self.limit_bytes} bytes")
+        """Start a process holding `size_mib` MiB resident (or, where the sandbox
+        allows swap, partly swapped out); returns once it is."""
+        swap = self.swap_limit_bytes
+        if size_mib < 0 or (swap is not None and size_mib * MIB >= self.limit_bytes + swap):
+            raise ValueError(f"hog of {size_mib} MiB does not fit in {self.limit_bytes} bytes"
+                             + (f" + {swap} bytes of swap" if swap else ""))
         if not -1000 <= oom_score_adj <= 1000:
             raise ValueError(f"oom_score_adj must be in -1000..1000, not {oom_score_adj}")
         argv = [sys.executable, "-I", "-S", "-c", HOG_SCRIPT,
@@ -329,11 +347,13 @@ class SandboxMemcg:
         return SandboxError(f"hog {hog.pid} failed (exit {hog.process.returncode}): {err}")
 
     def wait_resident(self, hog: Hog) -> None:
-        """Wait until the hog's RssAnon covers its size (its pages are all touched)."""
+        """Wait until the hog's RssAnon (plus VmSwap: pages swapped out were touched
+        too) covers its size, so its pages are all touched."""
         path = f"/proc/{hog.pid}/status"
 
         def resident() -> bool:
-            return parse_status(read_bytes(path)).rss_anon_kib >= hog.size_mib * 1024
+            status = parse_status(read_bytes(path))
+            return status.rss_anon_kib + status.swap_kib >= hog.size_mib * 1024
 
         self._wait_for(resident, f"{hog.size_mib} MiB resident in pid {hog.pid}")
 

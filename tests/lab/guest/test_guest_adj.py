@@ -4,16 +4,14 @@ and the kernel's oom_adj <-> oom_score_adj mapping is what oomlens.kernel.adj sa
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from guestlib import CAP_SYS_RESOURCE
+from guestlib import CAP_SYS_RESOURCE, Record
 
 from oomlens.kernel.adj import OOM_ADJ_MAX, oom_adj_to_score_adj, score_adj_to_oom_adj
 
 pytestmark = pytest.mark.guest
-Record = Callable[[str, object], None]
 
 
 def _cap_eff() -> int:

@@ -7,27 +7,19 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from guestlib import (
-    PAGE_SIZE,
-    await_oom,
-    died_of_sigkill,
-    kmsg_from_now,
-    parse_task_table,
-    start_hog,
-    swap_state,
-    table_tasks,
-)
+from guestlib import Record, SandboxFactory, await_oom, died_of_sigkill, kmsg_from_now, swap_state
 
 from oomlens.kernel.domain import global_totalpages
 from oomlens.kernel.select import select_bad_process
 from oomlens.system.meminfo import read_meminfo
+from oomlens.system.sandbox import MIB
+from oomlens.system.snapshot import PAGE_SIZE
 
 pytestmark = pytest.mark.guest
-Record = Callable[[str, object], None]
 GLOBAL_OOM_TIMEOUT_S = 120.0
 
 
@@ -65,7 +57,7 @@ def test_global_oom_report_names_the_victim(
         assert died_of_sigkill(tail), f"tail exited with {tail.returncode}"
     header = oom.messages[0]
     oom_kill_line = oom.line("oom-kill:")
-    tasks = table_tasks(parse_task_table(oom.messages))
+    tasks = oom.tasks()
     predicted = select_bad_process(tasks, totalpages)
     record_property("victim", f"{oom.killed.pid} ({oom.killed.comm})")
     record_property("header", header)
@@ -86,18 +78,18 @@ def test_global_oom_report_names_the_victim(
 
 
 def test_sysrq_f_kills_the_predicted_task(
-    reap: list[subprocess.Popen[bytes]], record_property: Record
+    sandbox: SandboxFactory, record_property: Record
 ) -> None:
     with swap_state(on=True):
-        hog = start_hog(16, 1000)
-        reap.append(hog.process)
+        # The sandbox only keeps the hog contained: SysRq-f is a global OOM.
+        hog = sandbox(64 * MIB).start_hog(16, 1000)
         with kmsg_from_now() as reader:
             totalpages = _global_totalpages()
             Path("/proc/sysrq-trigger").write_text("f")
             oom = await_oom(reader, lambda k: True)
         assert died_of_sigkill(hog.process)
     everything = [r.message for r in oom.everything]
-    tasks = table_tasks(parse_task_table(oom.messages))
+    tasks = oom.tasks()
     predicted = select_bad_process(tasks, totalpages)
     record_property("victim", f"{oom.killed.pid} ({oom.killed.comm})")
     record_property("header", oom.messages[0])

@@ -1,8 +1,9 @@
 """cgroup v2 memcg OOMs: the kernel kills the task oomlens predicts.
 
-Each scenario starts hogs of known size and oom_score_adj in a v2 memcg
+Each scenario starts hogs of known size and oom_score_adj in a v2 sandbox memcg
 (`memory.max`, `memory.swap.max`), makes one of them grow until the memcg is out of
-memory and reads whom the kernel killed (`/dev/kmsg`, `memory.events`). Two
+memory and reads whom the kernel killed (`/dev/kmsg`, `memory.events`:
+`SandboxMemcg.trigger_oom()`). Two
 predictions are checked against it:
 - exact: oomlens's rules (`select_bad_process`) over the task table the kernel
   printed for that OOM, with totalpages from `memcg_totalpages_v2()`;
@@ -12,32 +13,18 @@ predictions are checked against it:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-from guestlib import (
-    MIB,
-    PAGE_SIZE,
-    V2Memcg,
-    await_oom,
-    died_of_sigkill,
-    kmsg_from_now,
-    parse_task_table,
-    read_sysctl,
-    swap_state,
-    swap_total_kib,
-    table_tasks,
-)
+from guestlib import OomCapture, Record, SandboxFactory, read_sysctl, swap_state, swap_total_kib
 
 from oomlens.kernel.domain import memcg_totalpages_v2
 from oomlens.kernel.select import select_bad_process
 from oomlens.ranking import find_domain, rank_domain
-from oomlens.system.snapshot import take_snapshot
+from oomlens.system.sandbox import MIB
+from oomlens.system.snapshot import PAGE_SIZE, take_snapshot
 
 pytestmark = pytest.mark.guest
-Record = Callable[[str, object], None]
-MemcgFactory = Callable[..., V2Memcg]
 
 
 @dataclass(frozen=True)
@@ -74,11 +61,11 @@ SCENARIOS = (
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=str)
 def test_memcg_v2_victim_prediction(
-    scenario: Scenario, memcg: MemcgFactory, record_property: Record
+    scenario: Scenario, sandbox: SandboxFactory, record_property: Record
 ) -> None:
     with swap_state(on=scenario.swap_max_mib > 0):
-        group = memcg(scenario.max_mib * MIB, scenario.swap_max_mib * MIB)
-        hogs = [group.hog(size, adj) for size, adj in scenario.hogs]
+        group = sandbox(scenario.max_mib * MIB, swap_limit_bytes=scenario.swap_max_mib * MIB)
+        hogs = [group.start_hog(size, adj) for size, adj in scenario.hogs]
         pids = {h.pid for h in hogs}
 
         snapshot = take_snapshot()
@@ -93,15 +80,13 @@ def test_memcg_v2_victim_prediction(
         )
         assert domain.totalpages == totalpages, "snapshot's memcg domain != memory.max(+swap)"
 
-        with kmsg_from_now() as reader:
-            hogs[scenario.grower].send("grow")
-            oom = await_oom(reader, lambda k: k.pid in pids)
-        victim = next(h for h in hogs if h.pid == oom.killed.pid)
-        assert died_of_sigkill(victim.process), f"{victim.pid} did not die of SIGKILL"
-        kills = group.oom_kills()
+        # Names a kill of one of the hogs only, and only once that hog died of SIGKILL.
+        kill = group.trigger_oom(hogs[scenario.grower])
+        kills = group.oom_kill_count()
 
-    rows = parse_task_table(oom.messages)
-    tasks = table_tasks(rows)
+    oom = OomCapture.of_kill(kill)
+    assert oom.killed.pid in pids and kill.victim_pid in kill.sigkilled
+    tasks = oom.tasks()
     predicted = select_bad_process(tasks, totalpages)
     oom_kill_line = oom.line("oom-kill:")
     record_property("memcg", group.path)

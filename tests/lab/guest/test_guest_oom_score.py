@@ -4,20 +4,17 @@ zram swap on (SwapTotal counts in totalpages) and a process with swapped-out pag
 
 from __future__ import annotations
 
-import subprocess
 import time
-from collections.abc import Callable
 
 import pytest
-from guestlib import MIB, PAGE_SIZE, V2Memcg, start_hog, swap_state, swap_total_kib, wait_for
+from guestlib import Record, SandboxFactory, swap_state, swap_total_kib, wait_for
 
 from oomlens.kernel.domain import memcg_totalpages_v2, page_counter_max
 from oomlens.ranking import rank_domain
-from oomlens.system.snapshot import take_snapshot
+from oomlens.system.sandbox import MIB
+from oomlens.system.snapshot import PAGE_SIZE, take_snapshot
 
 pytestmark = pytest.mark.guest
-Record = Callable[[str, object], None]
-MemcgFactory = Callable[..., V2Memcg]
 ATTEMPTS = 5
 
 
@@ -30,14 +27,14 @@ def _vm_swap_kib(pid: int) -> int:
 
 
 def test_oom_score_predicted_for_every_process(
-    memcg: MemcgFactory, reap: list[subprocess.Popen[bytes]], record_property: Record
+    sandbox: SandboxFactory, record_property: Record
 ) -> None:
     with swap_state(on=True):
-        group = memcg(32 * MIB, None)
-        swapped = group.hog(64, 0, wait_resident=False)
+        group = sandbox(32 * MIB, swap_limit_bytes=None)  # swap.max "max"
+        swapped = group.start_hog(64, 0)  # half of it swapped out
+        others = sandbox(64 * MIB)
         for size, adj in ((8, -500), (4, 700), (2, 0)):
-            hog = start_hog(size, adj)
-            reap.append(hog.process)
+            others.start_hog(size, adj)
         wait_for(lambda: _vm_swap_kib(swapped.pid) > 0, "swapped-out pages")
         total_swap_pages = swap_total_kib() * 1024 // PAGE_SIZE
         mismatches: list[str] = []

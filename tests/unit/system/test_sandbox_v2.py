@@ -204,3 +204,21 @@ def test_names_are_unique_and_nothing_exists_before_create(root: Path) -> None:
     with pytest.raises(SandboxError, match="create"):
         first.spawn(["true"])
     first.close()  # nothing to clean up: no error
+
+
+@pytest.mark.parametrize(("swap", "written"), [(0, "0"), (32 << 20, str(32 << 20)),
+                                                (None, "max")])
+def test_swap_allowance_is_written_to_swap_max(root: Path, swap: int | None,
+                                               written: str) -> None:
+    box = FakeKernelSandbox(mount(root), PREFIX, LIMIT, swap_limit_bytes=swap)
+    box.create()
+    assert (Path(box.directory) / "memory.swap.max").read_text() == written
+    box.close()
+
+
+def test_finite_swap_without_swap_accounting_is_unsupported(root: Path) -> None:
+    box = FakeKernelSandbox(mount(root), PREFIX, LIMIT, swap_limit_bytes=1 << 20)
+    box.missing = ("memory.swap.max",)
+    with pytest.raises(Unsupported, match="cannot allow"):
+        box.create()
+    assert not Path(box.directory).exists()
