@@ -13,6 +13,7 @@ predictions are checked against it:
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import pytest
@@ -118,4 +119,39 @@ def test_memcg_v2_victim_prediction(
     record_property("largest_process", largest.pid)
     assert (largest.pid == oom.killed.pid) == scenario.largest_dies, (
         f"largest process {largest.pid}, victim {oom.killed.pid}: not as designed"
+    )
+
+
+def random_scenario(seed: int) -> Scenario:
+    """3-5 hogs of 4-24 MiB with adj in -500..800 in a 96 MiB memcg (every other seed
+    with 32 MiB of swap). The victim is whatever the kernel picks: the exact check is
+    against the kernel's own task table, so no outcome is designed in."""
+    rng = random.Random(seed)
+    count = rng.randint(3, 5)
+    hogs = tuple((rng.randint(4, 24), rng.randint(-500, 800)) for _ in range(count))
+    return Scenario(f"random-{seed}", 96, 32 if seed % 2 else 0, hogs,
+                    grower=rng.randrange(count), expected=-1, largest_dies=False)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_memcg_v2_random_scenarios(
+    seed: int, sandbox: SandboxFactory, record_property: Record
+) -> None:
+    scenario = random_scenario(seed)
+    with swap_state(on=scenario.swap_max_mib > 0):
+        group = sandbox(scenario.max_mib * MIB, swap_limit_bytes=scenario.swap_max_mib * MIB)
+        hogs = [group.start_hog(size, adj) for size, adj in scenario.hogs]
+        totalpages = memcg_totalpages_v2(
+            scenario.max_mib * MIB // PAGE_SIZE, scenario.swap_max_mib * MIB // PAGE_SIZE,
+            read_sysctl("vm.swappiness"), swap_total_kib() * 1024 // PAGE_SIZE,
+        )
+        kill = group.trigger_oom(hogs[scenario.grower])
+    oom = OomCapture.of_kill(kill)
+    predicted = select_bad_process(oom.tasks(), totalpages)
+    record_property("scenario", f"seed {seed}: {scenario.hogs}, grower {scenario.grower}")
+    record_property("kernel_victim", oom.killed.pid)
+    record_property("predicted_from_table", None if predicted is None else predicted.pid)
+    assert predicted is not None and predicted.pid == oom.killed.pid, (
+        f"seed {seed}: kernel killed {oom.killed.pid}, oomlens predicts "
+        f"{None if predicted is None else predicted.pid} from the kernel's own table"
     )
