@@ -177,10 +177,10 @@ def scan_processes(
     notes = ScanNotes()
     users = _UserNames()
     found: list[Process] = []
+    owners = memcg_of or {}
     for pid in pids(proc_root):
         try:
-            found.append(read_process(proc_root, pid, memcg_of or {}, memcg_version, users,
-                                      notes))
+            found.append(read_process(proc_root, pid, owners, memcg_version, users, notes))
         except ProcessGone:
             notes.gone += 1
         except AccessDenied as err:

@@ -29,7 +29,7 @@ def compile_match(pattern: str | None) -> re.Pattern[str] | None:
 def filtered(args: argparse.Namespace, items: list[RankedProcess]) -> list[RankedProcess]:
     return select_rows(
         items, show_kthreads=args.all, user=args.user, match=compile_match(args.match),
-        eligible_only=args.eligible, sort=args.sort, limit=getattr(args, "limit", None),
+        eligible_only=args.eligible, sort=args.sort, limit=args.limit,
     )
 
 

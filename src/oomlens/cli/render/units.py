@@ -26,17 +26,3 @@ def format_share(share: float | None) -> str:
         return "-"
     return f"{share * 100:.1f}%"
 
-
-def parse_size(text: str) -> int:
-    """`512M`, `2G`, `1.5GiB`, `4096` (bytes) -> bytes. Raises ValueError."""
-    cleaned = text.strip().upper().removesuffix("IB").removesuffix("B")
-    factor = 1
-    for power, letter in enumerate("KMGT", start=1):
-        if cleaned.endswith(letter):
-            factor = 1024**power
-            cleaned = cleaned[:-1]
-            break
-    value = float(cleaned)
-    if value < 0:
-        raise ValueError(f"size must not be negative: {text}")
-    return int(value * factor)
