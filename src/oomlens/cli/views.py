@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from oomlens.cli.render.table import Column
-from oomlens.cli.render.units import format_bytes, format_share
+from oomlens.units import format_bytes, format_share
 from oomlens.ranking import RankedProcess
 
 SORT_KEYS = ("rank", "pid", "rss", "swap", "adj", "oom_score", "user", "comm")

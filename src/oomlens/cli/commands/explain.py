@@ -10,7 +10,7 @@ from typing import Any
 from oomlens.cli.env import Env, ExitStatus
 from oomlens.cli.render.json import write_json
 from oomlens.cli.render.table import paint
-from oomlens.cli.render.units import format_bytes, format_share
+from oomlens.units import format_bytes, format_share
 from oomlens.kernel.adj import score_adj_to_oom_adj
 from oomlens.kernel.badness import PRE_2_6_36
 from oomlens.kernel.domain import OomDomain

@@ -9,7 +9,7 @@ from typing import Any
 from oomlens.cli.env import Env, ExitStatus
 from oomlens.cli.render.json import write_json
 from oomlens.cli.render.table import render_table
-from oomlens.cli.render.units import format_bytes
+from oomlens.units import format_bytes
 from oomlens.cli.views import PROCESS_COLUMNS, process_json, process_row, row_style, select_rows
 from oomlens.errors import UsageError
 from oomlens.kernel.domain import OomDomain

@@ -9,7 +9,7 @@ from typing import Any
 from oomlens.cli.env import Env, ExitStatus
 from oomlens.cli.render.json import write_json
 from oomlens.cli.render.table import Column, paint, render_table
-from oomlens.cli.render.units import format_bytes, format_share
+from oomlens.units import format_bytes, format_share
 from oomlens.cli.views import process_json, where
 from oomlens.health import Finding, assess, memcg_usage_share
 from oomlens.kernel.domain import DomainKind, OomDomain

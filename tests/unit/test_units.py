@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from oomlens.cli.render.units import format_bytes, format_share
+from oomlens.units import format_bytes, format_share
 
 
 @pytest.mark.parametrize(

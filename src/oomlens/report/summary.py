@@ -1,0 +1,77 @@
+"""Across events: repeated victims and a process that grows from one kill to the
+next (a leak signal)."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+
+from oomlens.report.diagnose import Diagnosis, missing_parts
+from oomlens.report.model import OomEvent
+
+# A victim that was this much larger at each kill than at the one before is growing.
+GROWTH_FACTOR = 1.10
+
+
+@dataclass(frozen=True, slots=True)
+class RepeatedVictim:
+    comm: str
+    kills: int
+    pids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Growth:
+    """The same name killed repeatedly with more memory each time."""
+
+    comm: str
+    kills: int
+    rss_kb: tuple[int, ...]  # at each kill, in time order
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    events: int
+    complete: int
+    repeated_victims: tuple[RepeatedVictim, ...]
+    growth: tuple[Growth, ...]
+    finding_counts: tuple[tuple[str, int], ...]  # main finding code -> events
+
+
+def victim_rss_kb(event: OomEvent) -> int | None:
+    """Memory the victim held when killed (anon + file + shmem RSS), if printed."""
+    victim = event.victim
+    if victim is None or victim.anon_rss_kb is None:
+        return None
+    return victim.anon_rss_kb + (victim.file_rss_kb or 0) + (victim.shmem_rss_kb or 0)
+
+
+def summarise(analysed: Sequence[tuple[OomEvent, Diagnosis]]) -> Summary:
+    by_comm: dict[str, list[OomEvent]] = defaultdict(list)
+    mains: Counter[str] = Counter()
+    for event, diagnosis in analysed:
+        if event.victim is not None:
+            by_comm[event.victim.comm].append(event)
+        main = diagnosis.main
+        if main is not None:
+            mains[main.code] += 1
+    repeated = []
+    growth = []
+    for comm, events in sorted(by_comm.items(), key=lambda item: -len(item[1])):
+        if len(events) < 2:
+            continue
+        pids = tuple(e.victim.pid for e in events if e.victim is not None)
+        repeated.append(RepeatedVictim(comm, len(events), pids))
+        sizes = [kb for e in events if (kb := victim_rss_kb(e)) is not None]
+        pairs = pairwise(sizes)
+        if len(sizes) >= 2 and all(b >= a * GROWTH_FACTOR for a, b in pairs):
+            growth.append(Growth(comm, len(sizes), tuple(sizes)))
+    return Summary(
+        events=len(analysed),
+        complete=sum(1 for event, _ in analysed if not missing_parts(event)),
+        repeated_victims=tuple(repeated),
+        growth=tuple(growth),
+        finding_counts=tuple(mains.most_common()),
+    )
