@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from oomlens.cli.render.table import Column
-from oomlens.units import format_bytes, format_share
 from oomlens.ranking import RankedProcess
+from oomlens.units import format_bytes, format_share
 
 SORT_KEYS = ("rank", "pid", "rss", "swap", "adj", "oom_score", "user", "comm")
 

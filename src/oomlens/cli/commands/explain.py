@@ -10,13 +10,13 @@ from typing import Any
 from oomlens.cli.env import Env, ExitStatus
 from oomlens.cli.render.json import write_json
 from oomlens.cli.render.table import paint
-from oomlens.units import format_bytes, format_share
 from oomlens.kernel.adj import score_adj_to_oom_adj
 from oomlens.kernel.badness import PRE_2_6_36
 from oomlens.kernel.domain import OomDomain
 from oomlens.kernel.select import AdjBounds, adj_bounds
 from oomlens.ranking import RankedProcess, domains_of_process, era_of, rank_domain
 from oomlens.system.snapshot import Process, Snapshot, take_snapshot
+from oomlens.units import format_bytes, format_share
 
 SCHEMA = "oomlens.explain/1"
 BEFORE_SHOWN = 5

@@ -9,12 +9,12 @@ from typing import Any
 from oomlens.cli.env import Env, ExitStatus
 from oomlens.cli.render.json import write_json
 from oomlens.cli.render.table import render_table
-from oomlens.units import format_bytes
 from oomlens.cli.views import PROCESS_COLUMNS, process_json, process_row, row_style, select_rows
 from oomlens.errors import UsageError
 from oomlens.kernel.domain import OomDomain
 from oomlens.ranking import RankedProcess, all_domains, find_domain, rank_domain
 from oomlens.system.snapshot import Snapshot, take_snapshot
+from oomlens.units import format_bytes
 
 
 def compile_match(pattern: str | None) -> re.Pattern[str] | None:

@@ -9,13 +9,13 @@ from typing import Any
 from oomlens.cli.env import Env, ExitStatus
 from oomlens.cli.render.json import write_json
 from oomlens.cli.render.table import Column, paint, render_table
-from oomlens.units import format_bytes, format_share
 from oomlens.cli.views import process_json, where
 from oomlens.health import Finding, assess, memcg_usage_share
 from oomlens.kernel.domain import DomainKind, OomDomain
 from oomlens.ranking import RankedProcess, all_domains, rank_domain
 from oomlens.system.meminfo import read_vmstat
 from oomlens.system.snapshot import Snapshot, take_snapshot
+from oomlens.units import format_bytes, format_share
 
 SCHEMA = "oomlens.status/1"
 TOP_N = 5

@@ -18,11 +18,11 @@ from oomlens.cli.commands.explain import explanation_lines
 from oomlens.cli.commands.ls import compile_match
 from oomlens.cli.env import Env, ExitStatus
 from oomlens.cli.render.table import render_table
-from oomlens.units import format_bytes
 from oomlens.cli.views import PROCESS_COLUMNS, SORT_KEYS, process_row, select_rows
 from oomlens.errors import OomlensError
 from oomlens.ranking import RankedProcess, all_domains, find_domain, rank_domain
 from oomlens.system.snapshot import Snapshot, take_snapshot
+from oomlens.units import format_bytes
 
 if TYPE_CHECKING:
     import curses
