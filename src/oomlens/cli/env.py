@@ -11,7 +11,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 
 class ExitStatus(IntEnum):
@@ -33,10 +33,18 @@ class Env:
     colour: bool
     columns: int
     proc_root: str = "/proc"
+    # Where `oomlens report` looks without arguments (a host's logs mounted into a
+    # container: OOMLENS_LOG_DIR=/host/var/log).
+    log_dir: str = "/var/log"
+    kmsg: str = "/dev/kmsg"
+    stdin: BinaryIO | None = None
 
     @classmethod
     def from_process(cls) -> Env:
         tty = sys.stdout.isatty()
         colour = tty and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
         return cls(sys.stdout, sys.stderr, tty, colour, shutil.get_terminal_size().columns,
-                   os.environ.get("OOMLENS_PROC_ROOT", "/proc"))
+                   os.environ.get("OOMLENS_PROC_ROOT", "/proc"),
+                   os.environ.get("OOMLENS_LOG_DIR", "/var/log"),
+                   os.environ.get("OOMLENS_KMSG", "/dev/kmsg"),
+                   sys.stdin.buffer)

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 from oomlens import __version__
 from oomlens.cli.env import Env, ExitStatus
@@ -42,6 +43,25 @@ def _positive_int(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
     return int(_positive_float(text))
+
+
+def _moment(text: str) -> datetime:
+    """`2025-08-12`, `2025-08-12T03:54`, `2025-08-12 03:54:03+02:00`, or a time ago:
+    `30m`, `2h`, `7d`, `1w`; `today`, `yesterday`. Without a zone: local time."""
+    now = datetime.now().astimezone()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    if text[:-1].isdigit() and text[-1:] in units:
+        return now - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if text in ("today", "yesterday"):
+        return midnight - timedelta(days=1 if text == "yesterday" else 0)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {text!r} (use 2025-08-12, 2025-08-12T03:54, 2h, 7d, today)"
+        ) from None
+    return when if when.tzinfo is not None else when.astimezone()
 
 
 def _add_filters(parser: argparse.ArgumentParser) -> None:
@@ -92,6 +112,22 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("pid", type=_positive_int, help="process id")
     explain.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                          help="machine-readable output")
+    report = sub.add_parser(
+        "report", help="every OOM kill in the kernel logs, its cause and the fix",
+        description="Find, parse and diagnose the kernel's OOM reports. Without SOURCE: "
+        "/dev/kmsg (or dmesg), the journal, /var/log/{messages,kern.log,syslog} and their "
+        "rotations. A SOURCE is a log file (also .gz/.xz/.bz2), a directory, or - (stdin).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument("sources", nargs="*", metavar="SOURCE", help="log files, directories, -")
+    report.add_argument("--details", action="store_true", help="each event in full")
+    report.add_argument("--last", type=_positive_int, metavar="N", help="the last N events only")
+    report.add_argument("--since", type=_moment, metavar="TIME", help="events at or after TIME")
+    report.add_argument("--until", type=_moment, metavar="TIME", help="events at or before TIME")
+    report.add_argument("--pid", type=_positive_int, help="events whose victim or trigger is PID")
+    report.add_argument("--comm", metavar="NAME", help="events whose victim or trigger is NAME")
+    report.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="machine-readable output (schema oomlens.report/1)")
     return parser
 
 

@@ -506,7 +506,7 @@ def _memcg_findings(f: _Facts) -> list[Finding]:
         out.append(Finding(
             "memcg_limit", WARNING,
             f"{path} reached its memory limit of {format_bytes(mem.limit_kb * 1024)}; "
-            "the rest of the machine was not short of memory.",
+            "a cgroup limit, not a machine-wide shortage.",
             evidence,
             f"If the workload needs more, raise {knob} of {path} (for a service: "
             "`systemctl set-property UNIT MemoryMax=SIZE`); if it should not, fix "

@@ -59,11 +59,12 @@ class LogSource:
     """One place to read kernel lines from.
 
     `name` is what the user sees ("/dev/kmsg", "journalctl -k", a path, "-").
-    `year` is the local year of a file's mtime, since syslog prefixes carry no
-    year: the mtime is the last write, so a line dated later in the year than the
-    mtime is from the year before. `boot_time` (epoch seconds, `btime` in
-    /proc/stat) turns ring-buffer timestamps into wall-clock time; it drifts by
-    the time spent suspended, which the ring buffer's clock does not count.
+    `year` and `month` are the local year and month of a file's mtime, since
+    syslog prefixes carry no year: the mtime is the last write, so a line dated
+    in a later month than the mtime's is from the year before. `boot_time` (epoch
+    seconds, `btime` in /proc/stat) turns ring-buffer timestamps into wall-clock
+    time; it drifts by the time spent suspended, which the ring buffer's clock
+    does not count.
     """
 
     name: str
@@ -71,6 +72,7 @@ class LogSource:
     path: str | None
     year: int | None
     boot_time: float | None
+    month: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,7 +283,8 @@ def _file_source(path: str, proc_root: str) -> LogSource | SourceProblem:
     reason = _sniff(path)
     if reason is not None:
         return SourceProblem(path, reason)
-    return LogSource(path, "file", path, time.localtime(info.st_mtime).tm_year, None)
+    mtime = time.localtime(info.st_mtime)
+    return LogSource(path, "file", path, mtime.tm_year, None, mtime.tm_mon)
 
 
 def _is_kmsg_device(info: os.stat_result) -> bool:

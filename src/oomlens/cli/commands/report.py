@@ -1,0 +1,226 @@
+"""`oomlens report [SOURCE...]`: every OOM kill in the logs, what caused it, and
+what to change. A summary first; `--details` for each event in full."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from oomlens.cli.env import Env, ExitStatus
+from oomlens.cli.render.json import write_json
+from oomlens.cli.render.table import Column, paint, render_table
+from oomlens.errors import NotFound
+from oomlens.postmortem import Analysed, Investigation, investigate, select
+from oomlens.report.diagnose import missing_parts, scope
+from oomlens.report.schema import SCHEMA, event_id, event_json, summary_json
+from oomlens.report.summary import victim_rss_kb
+from oomlens.units import format_bytes
+
+SUMMARY_COLUMNS = (
+    Column("TIME", "<"), Column("SCOPE", "<"), Column("VICTIM", "<"), Column("FREED"),
+    Column("MAIN FINDING", "<", flex=True),
+)  # fmt: skip
+_SEVERITY_STYLE = {"critical": "red", "warning": "yellow", "info": ""}
+BREAKDOWN_LABELS = {
+    "user_anon": "user anon", "page_cache": "page cache", "shmem": "shmem/tmpfs",
+    "unevictable": "unevictable", "slab_unreclaimable": "slab (unreclaimable)",
+    "slab_reclaimable": "slab (reclaimable)", "page_tables": "page tables",
+    "hugepages_reserved": "hugepages reserved", "kernel_stack": "kernel stacks",
+    "sock": "socket buffers", "kernel": "kernel (kmem)", "free": "free",
+    "unaccounted": "unaccounted",
+}  # fmt: skip
+
+
+def run(args: argparse.Namespace, env: Env) -> ExitStatus:
+    found = investigate(
+        args.sources, stdin=env.stdin, log_dir=env.log_dir, kmsg=env.kmsg,
+        proc_root=env.proc_root,
+    )  # fmt: skip
+    chosen = select(
+        found.events, since=args.since, until=args.until, pid=args.pid, comm=args.comm,
+        last=args.last,
+    )  # fmt: skip
+    if args.json:
+        write_json(env.stdout, _json(found, chosen))
+    else:
+        env.stdout.write("\n".join(_text(found, chosen, args.details, env)) + "\n")
+    return _status(found, bool(args.sources))
+
+
+def _status(found: Investigation, explicit: bool) -> ExitStatus:
+    """Input errors in sources the user named are exit 2 (after printing what the
+    other sources gave); without names, only having nothing readable at all is."""
+    failed = [s for s in found.sources if s.error] + list(found.problems)
+    if not failed:
+        return ExitStatus.OK
+    if explicit or not any(s.error is None for s in found.sources):
+        if not found.sources and not explicit:
+            raise NotFound("no kernel log found: name a log file or run as root")
+        return ExitStatus.USAGE
+    return ExitStatus.OK
+
+
+def _json(found: Investigation, chosen: list[Analysed]) -> dict[str, Any]:
+    sources: list[dict[str, Any]] = [
+        {"name": s.source.name, "kind": s.source.kind, "events": s.events, "error": s.error}
+        for s in found.sources
+    ]
+    sources += [
+        {"name": p.name, "kind": None, "events": 0, "error": p.message} for p in found.problems
+    ]
+    return {
+        "schema": SCHEMA,
+        "sources": sources,
+        "duplicates_dropped": found.duplicates,
+        "events": [event_json(a.event, a.diagnosis) for a in chosen],
+        "summary": summary_json(found.summary),
+    }
+
+
+def _when(item: Analysed) -> str:
+    event = item.event
+    if event.wallclock is not None:
+        return event.wallclock.strftime("%Y-%m-%d %H:%M:%S")
+    if event.monotonic is not None:
+        return f"boot+{event.monotonic:.3f}s"
+    return f"{event.source.rsplit('/', 1)[-1]}:{event.first_lineno}"
+
+
+def _victim(item: Analysed) -> str:
+    victim = item.event.victim
+    if victim is not None:
+        return f"{victim.comm} ({victim.pid})"
+    if item.event.no_killable:
+        return "(nothing killable)"
+    return "(not in log)"
+
+
+def _text(found: Investigation, chosen: list[Analysed], details: bool, env: Env) -> list[str]:
+    out = _sources_lines(found)
+    if not chosen:
+        out.append("No OOM kills found." if not found.events else "No OOM kill matches.")
+        return out
+    rows, styles = [], []
+    for item in chosen:
+        main = item.diagnosis.main
+        freed = victim_rss_kb(item.event)
+        rows.append([
+            _when(item), scope(item.event), _victim(item),
+            "-" if freed is None else format_bytes(freed * 1024),
+            "-" if main is None else f"{main.code}: {main.message}",
+        ])  # fmt: skip
+        styles.append(_SEVERITY_STYLE.get(main.severity if main else "info", ""))
+    width = env.columns if env.stdout_isatty else None
+    out += ["", *render_table(SUMMARY_COLUMNS, rows, width, styles, env.colour)]
+    out += _across(found)
+    if details:
+        for item in chosen:
+            out += ["", *_details(item, env)]
+    else:
+        out += ["", "Details: oomlens report --details (with --last N, --pid, --comm)."]
+    return out
+
+
+def _sources_lines(found: Investigation) -> list[str]:
+    parts = [f"{s.source.name}: {_count(s.events, 'event')}" if not s.error
+             else f"{s.source.name}: {_count(s.events, 'event')}, then stopped: {s.error}"
+             for s in found.sources]
+    parts += [f"{p.name}: not read: {p.message}" for p in found.problems]
+    out = ["Sources read:", *(f"  {part}" for part in parts)] if parts else ["No sources."]
+    if found.duplicates:
+        out.append(f"  ({_count(found.duplicates, 'copy', 'copies')} of the same kills merged)")
+    return out
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def _across(found: Investigation) -> list[str]:
+    summary = found.summary
+    out = []
+    for repeat in summary.repeated_victims[:5]:
+        out.append(f"Killed {repeat.kills} times: {repeat.comm} (pids "
+                   f"{', '.join(str(p) for p in repeat.pids[:8])})")
+    for growth in summary.growth[:5]:
+        sizes = " -> ".join(format_bytes(kb * 1024) for kb in growth.rss_kb[-6:])
+        out.append(f"Growing between kills: {growth.comm} {sizes} (a leak signal)")
+    return ["", *out] if out else []
+
+
+def _details(item: Analysed, env: Env) -> list[str]:
+    event, diagnosis = item.event, item.diagnosis
+    out = [paint(f"== {event_id(event)}  {_when(item)}", "bold", env.colour)]
+    missing = missing_parts(event)
+    if missing:
+        out.append(f"Incomplete: missing {', '.join(missing)}")
+    trigger = event.trigger
+    out.append(
+        f"Kernel {event.kernel_version or '?'}, scope {scope(event)}"
+        + (f" ({event.constraint})" if event.constraint else "")
+    )
+    if event.has_header:
+        out.append(
+            f"Trigger: {trigger.comm} (pid {trigger.pid or '?'}) gfp_mask={trigger.gfp_mask}"
+            + (f"({trigger.gfp_flags})" if trigger.gfp_flags else "")
+            + f" order={trigger.order} oom_score_adj={trigger.oom_score_adj}"
+        )
+    victim = event.victim
+    if victim is not None:
+        freed = victim_rss_kb(event)
+        out.append(
+            f"Victim: {victim.comm} (pid {victim.pid}) freed "
+            f"{format_bytes(None if freed is None else freed * 1024)}"
+            + ("" if victim.oom_score_adj is None else f", oom_score_adj {victim.oom_score_adj}")
+            + (", reaped" if victim.reaped else "")
+        )
+    if event.memcg is not None and event.memcg.memory is not None:
+        memory = event.memcg.memory
+        out.append(f"Cgroup {event.memcg.oom_memcg or event.memcg.stats_path}: usage "
+                   f"{format_bytes(memory.usage_kb * 1024)} of limit "
+                   f"{format_bytes(memory.limit_kb * 1024)}, failcnt {memory.failcnt}")
+    out += _breakdown(item)
+    out += _consumers(item)
+    if diagnosis.choice_checks_out is not None:
+        verdict = "checks out" if diagnosis.choice_checks_out else (
+            f"does NOT check out (oomlens ranks pid {diagnosis.predicted_pid} first)")
+        out.append(f"The kernel's choice, recomputed with the {diagnosis.era} rules and "
+                   f"totalpages {diagnosis.totalpages}: {verdict}.")
+    for finding in diagnosis.findings:
+        style = _SEVERITY_STYLE.get(finding.severity, "")
+        out.append(paint(f"[{finding.severity}] {finding.code}: {finding.message}", style,
+                         env.colour))
+        if finding.fix:
+            out.append(f"    fix: {finding.fix}")
+    return out
+
+
+def _breakdown(item: Analysed) -> list[str]:
+    breakdown, total = item.diagnosis.breakdown, item.diagnosis.domain_kb
+    if not breakdown or not total:
+        return []
+    rows = [
+        [BREAKDOWN_LABELS.get(key, key), format_bytes(kb * 1024), f"{kb * 100 / total:.1f}%"]
+        for key, kb in sorted(breakdown.items(), key=lambda kv: -kv[1]) if kb
+    ]
+    return ["Where the memory was:",
+            *("  " + line for line in render_table(
+                (Column("WHAT", "<"), Column("SIZE"), Column("SHARE")), rows))]
+
+
+def _consumers(item: Analysed) -> list[str]:
+    diagnosis = item.diagnosis
+    if not diagnosis.top_processes:
+        return []
+    rows = []
+    for consumer in diagnosis.top_groups[:5]:
+        count = len(consumer.pids)
+        label = f"{count} × {consumer.name}" if count > 1 else (
+            f"{consumer.name} ({consumer.pids[0]})")
+        share = "-" if consumer.share is None else f"{min(consumer.share, 9.99) * 100:.1f}%"
+        rows.append([label, format_bytes(consumer.rss_kb * 1024),
+                     format_bytes(consumer.swap_kb * 1024), share])
+    return ["Top consumers (task table):",
+            *("  " + line for line in render_table(
+                (Column("PROCESSES", "<"), Column("RSS"), Column("SWAP"), Column("SHARE")),
+                rows))]
