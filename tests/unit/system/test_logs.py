@@ -148,7 +148,7 @@ class TestDefaultSources:
         (tmp_path / "kern.log.1").write_bytes(b"x\n")
         os.utime(tmp_path / "kern.log.1", (1_500_000_000, 1_500_000_000))  # mid-July 2017
         sources, _ = default_sources(log_dir=str(tmp_path), kmsg=str(tmp_path / "none"))
-        assert [s.year for s in sources] == [2017]
+        assert [(s.year, s.month) for s in sources] == [(2017, 7)]
 
     def test_nothing_there_is_no_problem(self, tmp_path: Path, bin_dir: Path) -> None:
         for log_dir in (tmp_path, tmp_path / "missing"):
@@ -314,7 +314,7 @@ class TestExplicitSources:
         sources, problems = explicit_sources(["-", str(log), str(tmp_path), "-"])
         assert sources == [
             LogSource("-", "stdin", None, None, None),
-            LogSource(str(log), "file", str(log), sources[1].year, None),
+            LogSource(str(log), "file", str(log), sources[1].year, None, sources[1].month),
         ]
         assert problems == []
 
