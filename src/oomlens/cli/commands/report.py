@@ -50,12 +50,12 @@ def run(args: argparse.Namespace, env: Env) -> ExitStatus:
 def _status(found: Investigation, explicit: bool) -> ExitStatus:
     """Input errors in sources the user named are exit 2 (after printing what the
     other sources gave); without names, only having nothing readable at all is."""
+    if not found.sources and not explicit:
+        reasons = "; ".join(f"{p.name}: {p.message}" for p in found.problems)
+        raise NotFound("no kernel log found (" + (reasons or "no ring buffer, journal or "
+                       "/var/log file") + "): name a log file")
     failed = [s for s in found.sources if s.error] + list(found.problems)
-    if not failed:
-        return ExitStatus.OK
-    if explicit or not any(s.error is None for s in found.sources):
-        if not found.sources and not explicit:
-            raise NotFound("no kernel log found: name a log file or run as root")
+    if failed and (explicit or not any(s.error is None for s in found.sources)):
         return ExitStatus.USAGE
     return ExitStatus.OK
 
