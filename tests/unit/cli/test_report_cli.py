@@ -116,3 +116,18 @@ def test_default_sources_read_var_log(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_bad_time_is_a_usage_error(bad: str) -> None:
     status, _, _ = run(str(RHEL7), "--since", bad)
     assert status == ExitStatus.USAGE
+
+
+def test_status_screen_shows_the_last_kills_of_the_kernel_log(tmp_path: Path) -> None:
+    kmsg = tmp_path / "kmsg.txt"  # a saved ring buffer in the /dev/kmsg wire format
+    lines = [line for line in PROXMOX.read_text().splitlines() if line.strip()]
+    kmsg.write_text("".join(f"6,{n},{n * 1000},-;{line[26:]}\n" for n, line in enumerate(lines)))
+    out, err = io.StringIO(), io.StringIO()
+    env = Env(out, err, stdout_isatty=False, colour=False, columns=100, kmsg=str(kmsg))
+    assert main(["--json"], env) == ExitStatus.OK, err.getvalue()
+    (kill,) = json.loads(out.getvalue())["recent_oom_kills"]
+    assert kill["victim"]["pid"] == 3902942
+    assert kill["main_finding"]["code"] == "memcg_limit"
+    out.truncate(0)
+    assert main([], env) == ExitStatus.OK
+    assert "php-fpm (3902942)  memcg_limit: /lxc/39004" in out.getvalue()

@@ -12,13 +12,18 @@ from oomlens.cli.render.table import Column, paint, render_table
 from oomlens.cli.views import process_json, where
 from oomlens.health import Finding, assess, memcg_usage_share
 from oomlens.kernel.domain import DomainKind, OomDomain
+from oomlens.postmortem import Analysed, investigate
 from oomlens.ranking import RankedProcess, all_domains, rank_domain
+from oomlens.report.diagnose import scope
+from oomlens.report.schema import event_time
+from oomlens.report.summary import victim_rss_kb
 from oomlens.system.meminfo import read_vmstat
 from oomlens.system.snapshot import Snapshot, take_snapshot
 from oomlens.units import format_bytes, format_share
 
 SCHEMA = "oomlens.status/1"
 TOP_N = 5
+RECENT_KILLS = 3
 VICTIM_COLUMNS = (Column("RANK"), Column("PID"), Column("BADNESS"), Column("SHARE"),
                   Column("ADJ"), Column("RSS"), Column("CGROUP/UNIT", "<"),
                   Column("COMMAND", "<", flex=True))
@@ -32,15 +37,28 @@ def next_victims(snapshot: Snapshot) -> list[tuple[OomDomain, list[RankedProcess
     return out
 
 
+def recent_kills(env: Env) -> tuple[list[Analysed], str | None]:
+    """The last OOM kills still in the kernel's ring buffer, or why it was not read."""
+    found = investigate([env.kmsg], proc_root=env.proc_root)
+    why = [p.message for p in found.problems] + [s.error for s in found.sources if s.error]
+    return list(found.events[-RECENT_KILLS:]), "; ".join(why) or None
+
+
 def run(args: argparse.Namespace, env: Env) -> ExitStatus:
     snapshot = take_snapshot(env.proc_root)
     kills = read_vmstat(env.proc_root).get("oom_kill")
     findings = assess(snapshot, kills)
     victims = next_victims(snapshot)
+    recent, unread = recent_kills(env)
     if args.json:
-        write_json(env.stdout, _json(snapshot, kills, victims, findings))
+        document = _json(snapshot, kills, victims, findings)
+        document["recent_oom_kills"] = [_kill_json(item) for item in recent]
+        document["notes"]["kernel_log_unread"] = unread
+        write_json(env.stdout, document)
     else:
-        env.stdout.write("\n".join(_text(snapshot, kills, victims, findings, env)) + "\n")
+        lines = _text(snapshot, kills, victims, findings, env)
+        lines += _recent_text(recent, unread, env)
+        env.stdout.write("\n".join(lines) + "\n")
     if args.check and any(f.severity == "warning" for f in findings):
         return ExitStatus.PROBLEM
     return ExitStatus.OK
@@ -118,6 +136,34 @@ def _text(snapshot: Snapshot, kills: int | None,
             style = "yellow" if f.severity == "warning" else "dim"
             lines.append(paint(f"  [{f.severity}] {f.message}", style, env.colour))
     return lines
+
+
+def _kill_json(item: Analysed) -> dict[str, Any]:
+    event, main = item.event, item.diagnosis.main
+    return {
+        "time": event_time(event),
+        "scope": scope(event),
+        "victim": None if event.victim is None else {
+            "pid": event.victim.pid, "comm": event.victim.comm,
+            "rss_kib": victim_rss_kb(event)},
+        "main_finding": None if main is None else {
+            "code": main.code, "severity": main.severity, "message": main.message},
+    }
+
+
+def _recent_text(recent: list[Analysed], unread: str | None, env: Env) -> list[str]:
+    lines = ["", paint("Last OOM kills (kernel log)", "bold", env.colour)]
+    if unread and not recent:
+        return [*lines, f"  not read: {unread}"]
+    if not recent:
+        return [*lines, "  none in the ring buffer"]
+    for item in recent:
+        event, main = item.event, item.diagnosis.main
+        when = event_time(event) or "?"
+        victim = "-" if event.victim is None else f"{event.victim.comm} ({event.victim.pid})"
+        cause = "" if main is None else f"  {main.code}: {main.message}"
+        lines.append(f"  {when[:19]}  {scope(event):7}  {victim}{cause}")
+    return [*lines, "  (oomlens report --details for the full analysis)"]
 
 
 def _pressure_line(snapshot: Snapshot) -> str:
