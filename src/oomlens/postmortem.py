@@ -12,7 +12,8 @@ from datetime import datetime
 from typing import BinaryIO
 
 from oomlens.errors import OomlensError
-from oomlens.report.diagnose import Diagnosis, diagnose, missing_parts
+from oomlens.report.diagnose import Diagnosis, diagnose
+from oomlens.report.facts import missing_parts
 from oomlens.report.model import OomEvent
 from oomlens.report.pipeline import events_in
 from oomlens.report.summary import Summary, summarise

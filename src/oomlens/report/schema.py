@@ -7,7 +7,9 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from oomlens.report.diagnose import Diagnosis, Finding, missing_parts, page_kb, scope
+from oomlens.report.diagnose import Diagnosis
+from oomlens.report.facts import missing_parts, page_kb, scope
+from oomlens.report.findings import Finding
 from oomlens.report.model import CounterLine, OomEvent, Victim
 from oomlens.report.summary import Summary
 

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
-from oomlens.report.diagnose import Diagnosis, missing_parts
+from oomlens.report.diagnose import Diagnosis
+from oomlens.report.facts import missing_parts
 from oomlens.report.model import OomEvent
 
 # A victim that was this much larger at each kill than at the one before is growing.

@@ -11,7 +11,7 @@ from oomlens.cli.render.json import write_json
 from oomlens.cli.render.table import Column, paint, render_table
 from oomlens.errors import NotFound
 from oomlens.postmortem import Analysed, Investigation, investigate, select
-from oomlens.report.diagnose import missing_parts, scope
+from oomlens.report.facts import missing_parts, scope
 from oomlens.report.schema import SCHEMA, event_id, event_json, summary_json
 from oomlens.report.summary import victim_rss_kb
 from oomlens.units import format_bytes

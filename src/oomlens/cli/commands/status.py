@@ -14,7 +14,7 @@ from oomlens.health import Finding, assess, memcg_usage_share
 from oomlens.kernel.domain import DomainKind, OomDomain
 from oomlens.postmortem import Analysed, investigate
 from oomlens.ranking import RankedProcess, all_domains, rank_domain
-from oomlens.report.diagnose import scope
+from oomlens.report.facts import scope
 from oomlens.report.schema import event_time
 from oomlens.report.summary import victim_rss_kb
 from oomlens.system.meminfo import read_vmstat
