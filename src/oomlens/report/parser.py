@@ -33,16 +33,44 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from oomlens.report.fields import (
+    COUNTER,
+    CPU_LINE,
+    CPUSET,
+    HEADER,
+    KEY_PAGES,
+    KILLED,
+    NO_KILLABLE,
+    OOM_GROUP,
+    OOM_KILL,
+    PAGES_LINE,
+    PANIC,
+    PID_LINE,
+    PID_LINE_SHORT,
+    REAPED,
+    SELECT,
+    SLAB_ROW,
+    STAT_LINE,
+    STAT_ONELINE,
+    STATS_FOR,
+    SWAP_LINE,
+    TASK_HEADER,
+    TASK_IN,
+    TASK_ROW,
+    take_header,
+    take_node_line,
+    take_pages_line,
+    take_summary,
+    take_task_line,
+    task_row,
+    victim_from,
+)
 from oomlens.report.model import (
-    BuddyLine,
     CounterLine,
     LogLine,
     MemcgReport,
     OomEvent,
     Selection,
-    TaskRow,
-    Victim,
-    Zone,
 )
 
 # A report without its victim line gives up after this many lines that are no part
@@ -53,78 +81,6 @@ _STALE_AFTER = 600
 _MAX_EVENT_LINES = 5000
 # Emitted events remembered per stream to give them their oom_reaper line.
 _REAPER_MEMORY = 64
-
-_HEADER = re.compile(r"^(?P<comm>.*?) invoked oom-killer: (?P<fields>.*)$")
-_GFP = re.compile(r"gfp_mask=(?P<mask>0x[0-9a-fA-F]+)(?:\((?P<flags>[^)]*)\))?")
-_HEADER_INT = re.compile(r"\b(order|oom_score_adj|oom_adj|oomkilladj)=(-?\d+)")
-_CPUSET = re.compile(r"^(?P<comm>.*) cpuset=(?P<cpuset>\S+) mems_allowed=(?P<mems>\S*)$")
-# "Tainted: G           OE      6.1.1-arch1-1 #1": taint letters and blanks, then
-# the release, which starts with a digit.
-_TAINT_VERSION = r"(?:Not tainted|Tainted:[A-Z ]*?)\s*(?P<version>\d[^\s]*)"
-_CPU_LINE = re.compile(
-    r"^CPU: (?P<cpu>\d+) (?:UID: (?P<uid>\d+) )?PID: (?P<pid>\d+) Comm: (?P<comm>.*?) "
-    + _TAINT_VERSION
-)
-_PID_LINE = re.compile(r"^Pid: (?P<pid>\d+), comm: (?P<comm>.*?) " + _TAINT_VERSION)
-_PID_LINE_SHORT = re.compile(r"^Pid: (?P<pid>\d+), comm: (?P<comm>.*?)$")
-
-_KEY_PAGES = re.compile(r"([A-Za-z_()]+):(\d+)(?![\dkKmM])")
-_ZONE = re.compile(r"^Node (?P<node>\d+) (?P<zone>\w+) free:(?P<free>\d+)kB")
-_ZONE_FIELD = re.compile(r"\b(min|low|high|present|managed):(\d+)kB")
-_BUDDY = re.compile(r"^Node (?P<node>\d+) (?P<zone>\w+): (?P<blocks>.*?) = (?P<total>\d+)kB$")
-_BLOCK = re.compile(r"(\d+)\*(\d+)kB")
-_HUGEPAGES = re.compile(
-    r"^Node (\d+) hugepages_total=(\d+) hugepages_free=(\d+) hugepages_surp=\d+ "
-    r"hugepages_size=(\d+)kB"
-)
-_PAGES_LINE = re.compile(
-    r"^(?P<n>\d+) (?P<what>pages RAM|pages HighMem/MovableOnly|pages reserved|"
-    r"pages cma reserved|total pagecache pages|pages in swap cache)$"
-)
-_SWAP_LINE = re.compile(r"^(?P<what>Free swap|Total swap)\s*=\s*(?P<kb>\d+)kB$")
-_SLAB_ROW = re.compile(r"^(?P<name>\S+)\s+(?P<used>\d+)KB\s+(?P<total>\d+)KB$")
-
-_TASK_IN = re.compile(r"^Task in (?P<task>.*) killed as a result of limit of (?P<oom>.*)$")
-_COUNTER = re.compile(
-    r"^(?P<name>memory|memory\+swap|swap|kmem): usage (?P<usage>\d+)kB, "
-    r"limit (?P<limit>\d+)kB, failcnt (?P<failcnt>\d+)"
-)
-_STATS_FOR = re.compile(r"^Memory cgroup stats for (?P<path>.*?):(?P<inline> .*)?$")
-_STAT_ONELINE = re.compile(r"(\w+):(\d+)KB")
-_STAT_LINE = re.compile(r"^(?P<key>[a-z_]\w*) (?P<value>\d+)$")
-
-_TASK_HEADER = re.compile(r"^\[\s*pid\s*\]\s+(?P<columns>.*\bname)$")
-_TASK_ROW = re.compile(r"^\[\s*(?P<pid>\d+)\]\s+(?P<rest>.*)$")
-
-_OOM_KILL = re.compile(
-    r"^oom-kill:constraint=(?P<constraint>[^,]*),(?P<fields>.*?),?task=(?P<task>.*),"
-    r"pid=(?P<pid>\d+),uid=(?P<uid>\d+)$"
-)
-_SELECT = re.compile(
-    r"^(?:(?P<message>.*?): )?[Kk]ill process (?P<pid>\d+) \((?P<comm>.*)\) "
-    r"score (?P<score>-?\d+) or (?:sacrifice child|a child)"
-)
-_KILLED = re.compile(
-    r"^(?:(?P<message>.*?): )?Killed process (?P<pid>\d+)(?:, UID (?P<uid_rhel6>\d+),)? "
-    r"\((?P<comm>.*)\)(?P<rest>(?:,? (?:UID \d+, )?total-vm:.*)?)\.?$"
-)
-_KILLED_KB = re.compile(r"\b(total-vm|anon-rss|file-rss|shmem-rss|pgtables):(\d+)kB")
-_KILLED_UID = re.compile(r"\bUID[: ](\d+)")
-_KILLED_ADJ = re.compile(r"\boom_score_adj:(-?\d+)")
-_REAPED = re.compile(
-    r"^oom_reaper: reaped process (?P<pid>\d+) \((?P<comm>.*)\), now anon-rss:(?P<anon>\d+)kB"
-)
-_OOM_GROUP = re.compile(r"^Tasks in (?P<path>.*) are going to be killed due to memory\.oom\.group")
-_NO_KILLABLE = "Out of memory and no killable processes"
-_PANIC = re.compile(r"^Kernel panic - not syncing: (?P<text>.*)$")
-
-_TASK_COLUMNS = frozenset(
-    {
-        "uid", "tgid", "total_vm", "rss", "rss_anon", "rss_file", "rss_shmem", "nr_ptes",
-        "nr_pmds", "pgtables_bytes", "swapents", "oom_score_adj", "oom_adj", "cpu",
-    }
-)  # fmt: skip
-
 
 @dataclass(slots=True)
 class _Stream:
@@ -141,7 +97,7 @@ class _Stream:
 
 class ReportParser:
     """Streaming assembler: `feed(line)` returns the events that the line closed;
-    `finish()` returns the rest. Events are complete objects when returned, except
+    `flush()` returns the rest. Events are complete objects when returned, except
     that a later `oom_reaper` line may still mark their victim reaped."""
 
     def __init__(self) -> None:
@@ -155,17 +111,14 @@ class ReportParser:
             stream = self._streams[line.stream] = _Stream()
         return _feed(stream, line)
 
-    def flush(self, stream_name: str | None = None) -> list[OomEvent]:
-        """Close open events (of one stream, or all): for a live follower after a
-        quiet period. A report still waiting for its kill line is emitted as it is."""
+    def flush(self) -> list[OomEvent]:
+        """Close every open event: at the end of a log, or for a live follower
+        after a quiet period. A report still waiting for its kill line is emitted
+        as it is."""
         closed: list[OomEvent] = []
-        for name, stream in self._streams.items():
-            if stream_name is None or name == stream_name:
-                closed.extend(_close(stream))
+        for stream in self._streams.values():
+            closed.extend(_close(stream))
         return closed
-
-    def finish(self) -> list[OomEvent]:
-        return self.flush()
 
 
 def parse_lines(lines: Iterable[LogLine]) -> Iterator[OomEvent]:
@@ -173,7 +126,7 @@ def parse_lines(lines: Iterable[LogLine]) -> Iterator[OomEvent]:
     parser = ReportParser()
     for line in lines:
         yield from parser.feed(line)
-    yield from parser.finish()
+    yield from parser.flush()
 
 
 def _close(stream: _Stream) -> list[OomEvent]:
@@ -234,9 +187,9 @@ def _feed(stream: _Stream, line: LogLine) -> list[OomEvent]:
     closed: list[OomEvent] = []
     event = stream.event
 
-    if "invoked oom-killer:" in text and (match := _HEADER.match(text)):
+    if "invoked oom-killer:" in text and (match := HEADER.match(text)):
         event, closed = _open(stream, line)
-        _take_header(event, match)
+        take_header(event, match)
         _keep(event, line)
         return closed
 
@@ -264,23 +217,6 @@ def _feed(stream: _Stream, line: LogLine) -> list[OomEvent]:
     return closed
 
 
-def _take_header(event: OomEvent, match: re.Match[str]) -> None:
-    event.has_header = True
-    trigger = event.trigger
-    trigger.comm = match.group("comm")
-    fields = match.group("fields")
-    if gfp := _GFP.search(fields):
-        trigger.gfp_mask = gfp.group("mask")
-        trigger.gfp_flags = gfp.group("flags")
-    for key, value in _HEADER_INT.findall(fields):
-        if key == "order":
-            trigger.order = int(value)
-        elif key == "oom_score_adj":
-            trigger.oom_score_adj = int(value)
-        else:  # oom_adj (2.6.32-3.x), oomkilladj (2.6.18)
-            trigger.oom_adj = int(value)
-
-
 def _take_section_line(stream: _Stream, event: OomEvent, text: str) -> bool:
     """Lines whose meaning depends on the line before: Mem-Info counters, memcg
     stats, slab rows, task-table rows. Returns True if the line was one."""
@@ -288,21 +224,21 @@ def _take_section_line(stream: _Stream, event: OomEvent, text: str) -> bool:
     if not section or _head_event(stream) is not event:
         return False
     if section == "tasks":
-        if (row := _TASK_ROW.match(text)) is not None:
-            task = _task_row(stream.columns, int(row.group("pid")), row.group("rest"))
+        if (row := TASK_ROW.match(text)) is not None:
+            task = task_row(stream.columns, int(row.group("pid")), row.group("rest"))
             if task is not None:
                 event.tasks.append(task)
                 return True
         stream.section = ""
         return False
     if section == "stats":
-        if (stat := _STAT_LINE.match(text)) is not None and event.memcg is not None:
+        if (stat := STAT_LINE.match(text)) is not None and event.memcg is not None:
             event.memcg.stats.setdefault(stat.group("key"), int(stat.group("value")))
             return True
         stream.section = ""
         return False
     if section == "slab":
-        if (slab := _SLAB_ROW.match(text)) is not None:
+        if (slab := SLAB_ROW.match(text)) is not None:
             event.memory.unreclaimable_slab.append(
                 (slab.group("name"), int(slab.group("used")), int(slab.group("total")))
             )
@@ -318,49 +254,13 @@ def _take_section_line(stream: _Stream, event: OomEvent, text: str) -> bool:
     if text.startswith("Node ") or "=" in text or text[0].isdigit():
         stream.section = ""
         return False
-    pairs = _KEY_PAGES.findall(text)
+    pairs = KEY_PAGES.findall(text)
     if not pairs:
         stream.section = ""
         return False
     for key, value in pairs:
         event.memory.meminfo.setdefault(key, int(value))
     return True
-
-
-def _task_row(columns: tuple[str, ...], pid: int, rest: str) -> TaskRow | None:
-    """dump_task(): the numeric columns of the header in order, then the name (which
-    may contain spaces, so it is whatever follows the last number)."""
-    numeric = columns[:-1]
-    parts = rest.split(None, len(numeric) - 1 if numeric else 0)
-    if len(parts) != len(numeric):
-        return None
-    *numbers, last = parts
-    last_value, _, name = last.partition(" ")
-    values: dict[str, int] = {}
-    try:
-        for column, value in zip(numeric, [*numbers, last_value], strict=True):
-            values[column] = int(value)
-    except ValueError:
-        return None
-    name = name.strip()
-    return TaskRow(
-        pid=pid,
-        uid=values.get("uid"),
-        tgid=values.get("tgid"),
-        total_vm=values.get("total_vm"),
-        rss=values.get("rss"),
-        name=name,
-        rss_anon=values.get("rss_anon"),
-        rss_file=values.get("rss_file"),
-        rss_shmem=values.get("rss_shmem"),
-        nr_ptes=values.get("nr_ptes"),
-        nr_pmds=values.get("nr_pmds"),
-        pgtables_bytes=values.get("pgtables_bytes"),
-        swapents=values.get("swapents"),
-        oom_score_adj=values.get("oom_score_adj"),
-        oom_adj=values.get("oom_adj"),
-        cpu=values.get("cpu"),
-    )
 
 
 def _take_report_line(
@@ -375,9 +275,9 @@ def _take_report_line(
         stream.idle_lines = 0
         return True, closed
 
-    if text.startswith("oom-kill:") and (summary := _OOM_KILL.match(text)):
+    if text.startswith("oom-kill:") and (summary := OOM_KILL.match(text)):
         event, closed = _body_event(stream, line)
-        _take_summary(event, summary)
+        take_summary(event, summary)
         _keep(event, line)
         return True, closed
 
@@ -386,7 +286,7 @@ def _take_report_line(
         if taken is not None:
             return True, taken
 
-    if text.startswith("Tasks in ") and (group := _OOM_GROUP.match(text)):
+    if text.startswith("Tasks in ") and (group := OOM_GROUP.match(text)):
         if stream.event is not None and stream.event.victim is not None:
             event = stream.event
         else:
@@ -395,7 +295,7 @@ def _take_report_line(
         _keep(event, line)
         return True, closed
 
-    if text.startswith("Kernel panic") and (panic := _PANIC.match(text)):
+    if text.startswith("Kernel panic") and (panic := PANIC.match(text)):
         panic_text = panic.group("text")
         current = stream.event
         if current is not None and ("memory" in panic_text or "oom" in panic_text):
@@ -411,9 +311,9 @@ def _take_report_line(
         stream.idle_lines = 0
         return True, closed
 
-    if text.startswith("Tasks state") or _TASK_HEADER.match(text):
+    if text.startswith("Tasks state") or TASK_HEADER.match(text):
         event, closed = _body_event(stream, line)
-        if (header := _TASK_HEADER.match(text)) is not None:
+        if (header := TASK_HEADER.match(text)) is not None:
             columns = tuple(header.group("columns").split())
             event.task_columns = columns
             stream.columns = columns
@@ -429,7 +329,7 @@ def _take_process_line(stream: _Stream, line: LogLine, text: str) -> list[OomEve
     """The kill lines: selection, kill, reaper, "no killable processes". Returns the
     events closed, or None if the line is none of them."""
     closed: list[OomEvent] = []
-    if (select := _SELECT.match(text)) is not None:
+    if (select := SELECT.match(text)) is not None:
         head = _head_event(stream)
         if head is None or head.selection is not None:
             event, closed = _open(stream, line)
@@ -442,12 +342,12 @@ def _take_process_line(stream: _Stream, line: LogLine, text: str) -> list[OomEve
         _keep(event, line)
         stream.idle_lines = 0
         return closed
-    if (killed := _KILLED.match(text)) is not None:
+    if (killed := KILLED.match(text)) is not None:
         return _take_killed(stream, line, killed)
-    if (reaped := _REAPED.match(text)) is not None:
+    if (reaped := REAPED.match(text)) is not None:
         _take_reaped(stream, reaped)
         return closed
-    if text.startswith(_NO_KILLABLE):
+    if text.startswith(NO_KILLABLE):
         event, closed = _body_event(stream, line)
         event.no_killable = True
         _keep(event, line)
@@ -458,17 +358,17 @@ def _take_process_line(stream: _Stream, line: LogLine, text: str) -> list[OomEve
 def _is_memcg_line(text: str) -> bool:
     if not text.startswith(("Task in ", "memory", "swap: ", "kmem: ", "Memory cgroup stats")):
         return False
-    return any(regex.match(text) for regex in (_COUNTER, _STATS_FOR, _TASK_IN))
+    return any(regex.match(text) for regex in (COUNTER, STATS_FOR, TASK_IN))
 
 
 def _take_memcg_line(stream: _Stream, event: OomEvent, text: str) -> None:
     memcg = event.memcg
     if memcg is None:
         memcg = event.memcg = MemcgReport()
-    if (task_in := _TASK_IN.match(text)) is not None:
+    if (task_in := TASK_IN.match(text)) is not None:
         memcg.task_memcg = task_in.group("task")
         memcg.oom_memcg = task_in.group("oom")
-    elif (counter := _COUNTER.match(text)) is not None:
+    elif (counter := COUNTER.match(text)) is not None:
         value = CounterLine(
             int(counter.group("usage")), int(counter.group("limit")), int(counter.group("failcnt"))
         )
@@ -481,7 +381,7 @@ def _take_memcg_line(stream: _Stream, event: OomEvent, text: str) -> None:
             memcg.swap = value
         else:
             memcg.kmem = value
-    elif (stats := _STATS_FOR.match(text)) is not None:
+    elif (stats := STATS_FOR.match(text)) is not None:
         # Old v1 prints one line per cgroup of the hierarchy; the first is the
         # OOM memcg itself (mem_cgroup_print_oom_info(): for_each_mem_cgroup_tree).
         first = memcg.stats_path is None
@@ -490,7 +390,7 @@ def _take_memcg_line(stream: _Stream, event: OomEvent, text: str) -> None:
         inline = stats.group("inline")
         if inline:
             if first:
-                for key, kib in _STAT_ONELINE.findall(inline):
+                for key, kib in STAT_ONELINE.findall(inline):
                     memcg.stats.setdefault(key, int(kib) * 1024)
         elif first:
             stream.section = "stats"
@@ -501,16 +401,16 @@ def _take_head_line(stream: _Stream, event: OomEvent, text: str) -> bool:
     kill line (they also appear in other kernel messages: oopses, SysRq-m)."""
     first = text[0]
     if first == "C":
-        if (cpu := _CPU_LINE.match(text)) is not None:
-            _take_task_line(event, cpu)
+        if (cpu := CPU_LINE.match(text)) is not None:
+            take_task_line(event, cpu)
             event.trigger.cpu = int(cpu.group("cpu"))
             if cpu.group("uid") is not None:
                 event.trigger.uid = int(cpu.group("uid"))
             return True
         return False
     if first == "P":
-        if (pid := _PID_LINE.match(text) or _PID_LINE_SHORT.match(text)) is not None:
-            _take_task_line(event, pid)
+        if (pid := PID_LINE.match(text) or PID_LINE_SHORT.match(text)) is not None:
+            take_task_line(event, pid)
             return True
         return False
     if first == "M" and text.startswith(("Mem-Info:", "Mem-info:")):
@@ -518,13 +418,13 @@ def _take_head_line(stream: _Stream, event: OomEvent, text: str) -> bool:
         stream.section = "meminfo"
         return True
     if first == "N":
-        return _take_node_line(event, text)
+        return take_node_line(event, text)
     if first.isdigit():
-        if (pages := _PAGES_LINE.match(text)) is not None:
-            _take_pages_line(event, pages.group("what"), int(pages.group("n")))
+        if (pages := PAGES_LINE.match(text)) is not None:
+            take_pages_line(event, pages.group("what"), int(pages.group("n")))
             return True
         return False
-    if first in "FT" and (swap := _SWAP_LINE.match(text)) is not None:
+    if first in "FT" and (swap := SWAP_LINE.match(text)) is not None:
         kb = int(swap.group("kb"))
         if swap.group("what") == "Free swap":
             event.memory.swap_free_kb = kb
@@ -534,7 +434,7 @@ def _take_head_line(stream: _Stream, event: OomEvent, text: str) -> bool:
     if text.startswith("Unreclaimable slab info"):
         stream.section = "slab"
         return True
-    cpuset = _CPUSET.match(text) if " cpuset=" in text else None
+    cpuset = CPUSET.match(text) if " cpuset=" in text else None
     if cpuset is not None and cpuset.group("comm") == event.trigger.comm:
         event.cpuset = cpuset.group("cpuset")
         event.mems_allowed = cpuset.group("mems")
@@ -542,127 +442,8 @@ def _take_head_line(stream: _Stream, event: OomEvent, text: str) -> bool:
     return False
 
 
-def _take_task_line(event: OomEvent, match: re.Match[str]) -> None:
-    """The dump_stack() identification line: the trigger's pid and the kernel."""
-    trigger = event.trigger
-    if trigger.pid is None:
-        trigger.pid = int(match.group("pid"))
-    if trigger.comm is None:
-        trigger.comm = match.group("comm")
-    version = match.groupdict().get("version")
-    if version and event.kernel_version is None:
-        event.kernel_version = version
-
-
-def _take_node_line(event: OomEvent, text: str) -> bool:
-    memory = event.memory
-    if (zone := _ZONE.match(text)) is not None:
-        fields = dict(_ZONE_FIELD.findall(text))
-        memory.zones.append(
-            Zone(
-                node=int(zone.group("node")),
-                name=zone.group("zone"),
-                free_kb=int(zone.group("free")),
-                min_kb=_opt_int(fields.get("min")),
-                low_kb=_opt_int(fields.get("low")),
-                high_kb=_opt_int(fields.get("high")),
-                present_kb=_opt_int(fields.get("present")),
-                managed_kb=_opt_int(fields.get("managed")),
-            )
-        )
-        return True
-    if (buddy := _BUDDY.match(text)) is not None:
-        blocks = tuple((int(n), int(kb)) for n, kb in _BLOCK.findall(buddy.group("blocks")))
-        memory.buddy.append(
-            BuddyLine(
-                int(buddy.group("node")), buddy.group("zone"), blocks, int(buddy.group("total"))
-            )
-        )
-        if blocks:
-            smallest = min(kb for _, kb in blocks)
-            if memory.page_size_kb is None or smallest < memory.page_size_kb:
-                memory.page_size_kb = smallest
-        return True
-    if (huge := _HUGEPAGES.match(text)) is not None:
-        node, total, free, size = (int(huge.group(i)) for i in range(1, 5))
-        memory.hugepages.append((node, total, free, size))
-        return True
-    return False
-
-
-def _take_pages_line(event: OomEvent, what: str, count: int) -> None:
-    memory = event.memory
-    if what == "pages RAM":
-        memory.ram_pages = count
-    elif what == "pages HighMem/MovableOnly":
-        memory.highmem_pages = count
-    elif what == "pages reserved":
-        memory.reserved_pages = count
-    elif what == "pages cma reserved":
-        memory.cma_reserved_pages = count
-    elif what == "total pagecache pages":
-        memory.pagecache_pages = count
-    else:
-        memory.swapcache_pages = count
-
-
-def _take_summary(event: OomEvent, match: re.Match[str]) -> None:
-    """dump_oom_summary(): "oom-kill:constraint=C,nodemask=..,cpuset=..,
-    mems_allowed=..,global_oom|oom_memcg=..,task_memcg=..,task=..,pid=..,uid=..".
-    A mems_allowed list ("0-1,3") contains commas: a piece without "=" belongs to
-    the value before it."""
-    event.constraint = match.group("constraint")
-    fields: dict[str, str] = {"constraint": event.constraint}
-    last_key: str | None = None
-    for piece in match.group("fields").split(","):
-        key, sep, value = piece.partition("=")
-        if sep:
-            fields[key] = value
-            last_key = key
-        elif piece == "global_oom":
-            fields[piece] = ""
-            last_key = None
-        elif last_key is not None:
-            fields[last_key] += "," + piece
-    fields.update(task=match.group("task"), pid=match.group("pid"), uid=match.group("uid"))
-    event.oom_kill_fields = fields
-    if event.cpuset is None and "cpuset" in fields:
-        event.cpuset = fields["cpuset"]
-    if event.mems_allowed is None and "mems_allowed" in fields:
-        event.mems_allowed = fields["mems_allowed"]
-    if "oom_memcg" in fields or "task_memcg" in fields:
-        memcg_fields_ok = "oom_memcg" in fields
-        if memcg_fields_ok and event.memcg is None:
-            event.memcg = MemcgReport()
-        if event.memcg is not None:
-            if event.memcg.oom_memcg is None and "oom_memcg" in fields:
-                event.memcg.oom_memcg = fields["oom_memcg"]
-            if event.memcg.task_memcg is None and "task_memcg" in fields:
-                event.memcg.task_memcg = fields["task_memcg"]
-
-
-def _victim(match: re.Match[str]) -> Victim:
-    rest = match.group("rest") or ""
-    sizes = dict(_KILLED_KB.findall(rest))
-    uid = match.group("uid_rhel6")
-    if uid is None and (found := _KILLED_UID.search(rest)) is not None:
-        uid = found.group(1)
-    adj = _KILLED_ADJ.search(rest)
-    return Victim(
-        pid=int(match.group("pid")),
-        comm=match.group("comm"),
-        total_vm_kb=_opt_int(sizes.get("total-vm")),
-        anon_rss_kb=_opt_int(sizes.get("anon-rss")),
-        file_rss_kb=_opt_int(sizes.get("file-rss")),
-        shmem_rss_kb=_opt_int(sizes.get("shmem-rss")),
-        uid=_opt_int(uid),
-        pgtables_kb=_opt_int(sizes.get("pgtables")),
-        oom_score_adj=None if adj is None else int(adj.group(1)),
-    )
-
-
 def _take_killed(stream: _Stream, line: LogLine, match: re.Match[str]) -> list[OomEvent]:
-    victim = _victim(match)
+    victim = victim_from(match)
     message = match.group("message")
     closed: list[OomEvent] = []
     event = stream.event
@@ -699,5 +480,3 @@ def _take_reaped(stream: _Stream, match: re.Match[str]) -> None:
                 return
 
 
-def _opt_int(value: str | None) -> int | None:
-    return None if value is None else int(value)
