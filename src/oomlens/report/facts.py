@@ -56,6 +56,12 @@ def scope(event: OomEvent) -> str:
     if event.memcg_scope:
         return "memcg"
     if event.has_mem_info:
+        # 4.8-4.18 print no constraint, but the header's nodemask: one that leaves
+        # out a node with memory is a memory policy (mm/oom_kill.c: constrained_alloc()).
+        policy = _node_list(event.trigger.nodemask)
+        present = {zone.node for zone in event.memory.zones} | _node_list(event.mems_allowed)
+        if policy and policy < present:
+            return "mempolicy"
         return "global"
     return "unknown"
 
@@ -183,10 +189,15 @@ def domain_totalpages(event: OomEvent, pkb: int) -> int | None:
 
 
 def allowed_nodes(event: OomEvent) -> set[int]:
-    """Nodes of the nodemask (mempolicy) or mems_allowed (cpuset): "0-1,3"."""
-    text = event.oom_kill_fields.get("nodemask")
+    """Nodes of the nodemask (mempolicy) or mems_allowed (cpuset)."""
+    text = event.oom_kill_fields.get("nodemask") or event.trigger.nodemask
     if not text or text == "(null)" or scope(event) == "cpuset":
         text = event.mems_allowed
+    return _node_list(text)
+
+
+def _node_list(text: str | None) -> set[int]:
+    """`0-1,3` -> {0, 1, 3}; "(null)" or None -> empty."""
     nodes: set[int] = set()
     for part in (text or "").split(","):
         first, _, last = part.partition("-")

@@ -11,6 +11,8 @@ from oomlens.report.model import BuddyLine, MemcgReport, OomEvent, TaskRow, Vict
 
 HEADER = re.compile(r"^(?P<comm>.*?) invoked oom-killer: (?P<fields>.*)$")
 GFP = re.compile(r"gfp_mask=(?P<mask>0x[0-9a-fA-F]+)(?:\((?P<flags>[^)]*)\))?")
+# 4.8-4.18 print the allocation's nodemask in the header ("nodemask=1,").
+HEADER_NODEMASK = re.compile(r"\bnodemask=(?P<nodemask>[^,\s]*)")
 HEADER_INT = re.compile(r"\b(order|oom_score_adj|oom_adj|oomkilladj)=(-?\d+)")
 CPUSET = re.compile(r"^(?P<comm>.*) cpuset=(?P<cpuset>\S+) mems_allowed=(?P<mems>\S*)$")
 # "Tainted: G           OE      6.1.1-arch1-1 #1": taint letters and blanks, then
@@ -24,17 +26,22 @@ PID_LINE = re.compile(r"^Pid: (?P<pid>\d+), comm: (?P<comm>.*?) " + TAINT_VERSIO
 PID_LINE_SHORT = re.compile(r"^Pid: (?P<pid>\d+), comm: (?P<comm>.*?)$")
 
 KEY_PAGES = re.compile(r"([A-Za-z_()]+):(\d+)(?![\dkKmM])")
-ZONE = re.compile(r"^Node (?P<node>\d+) (?P<zone>\w+) free:(?P<free>\d+)kB")
+# Kernels without NUMA (32-bit ones especially) print zones without "Node N ".
+ZONE = re.compile(r"^(?:Node (?P<node>\d+) )?(?P<zone>\w+) free:(?P<free>\d+)kB")
 ZONE_FIELD = re.compile(r"\b(min|low|high|present|managed):(\d+)kB")
-BUDDY = re.compile(r"^Node (?P<node>\d+) (?P<zone>\w+): (?P<blocks>.*?) = (?P<total>\d+)kB$")
+BUDDY = re.compile(
+    r"^(?:Node (?P<node>\d+) )?(?P<zone>\w+): (?P<blocks>.*?) = (?P<total>\d+)kB$"
+)
+ZONE_NAMES = ("DMA", "DMA32", "Normal", "HighMem", "Movable", "Device")
 BLOCK = re.compile(r"(\d+)\*(\d+)kB")
 HUGEPAGES = re.compile(
     r"^Node (\d+) hugepages_total=(\d+) hugepages_free=(\d+) hugepages_surp=\d+ "
     r"hugepages_size=(\d+)kB"
 )
+# 2.6.x wording in brackets: "N pages of RAM", "N reserved pages".
 PAGES_LINE = re.compile(
-    r"^(?P<n>\d+) (?P<what>pages RAM|pages HighMem/MovableOnly|pages reserved|"
-    r"pages cma reserved|total pagecache pages|pages in swap cache)$"
+    r"^(?P<n>\d+) (?P<what>pages RAM|pages of RAM|pages HighMem/MovableOnly|pages reserved|"
+    r"reserved pages|pages cma reserved|total pagecache pages|pages in swap cache)$"
 )
 SWAP_LINE = re.compile(r"^(?P<what>Free swap|Total swap)\s*=\s*(?P<kb>\d+)kB$")
 SLAB_ROW = re.compile(r"^(?P<name>\S+)\s+(?P<used>\d+)KB\s+(?P<total>\d+)KB$")
@@ -82,6 +89,8 @@ def take_header(event: OomEvent, match: re.Match[str]) -> None:
     if gfp := GFP.search(fields):
         trigger.gfp_mask = gfp.group("mask")
         trigger.gfp_flags = gfp.group("flags")
+    if nodemask := HEADER_NODEMASK.search(fields):
+        trigger.nodemask = nodemask.group("nodemask")
     for key, value in HEADER_INT.findall(fields):
         if key == "order":
             trigger.order = int(value)
@@ -133,7 +142,7 @@ def take_node_line(event: OomEvent, text: str) -> bool:
         fields = dict(ZONE_FIELD.findall(text))
         memory.zones.append(
             Zone(
-                node=int(zone.group("node")),
+                node=int(zone.group("node") or 0),
                 name=zone.group("zone"),
                 free_kb=int(zone.group("free")),
                 min_kb=opt_int(fields.get("min")),
@@ -148,7 +157,10 @@ def take_node_line(event: OomEvent, text: str) -> bool:
         blocks = tuple((int(n), int(kb)) for n, kb in BLOCK.findall(buddy.group("blocks")))
         memory.buddy.append(
             BuddyLine(
-                int(buddy.group("node")), buddy.group("zone"), blocks, int(buddy.group("total"))
+                int(buddy.group("node") or 0),
+                buddy.group("zone"),
+                blocks,
+                int(buddy.group("total")),
             )
         )
         if blocks:
@@ -165,11 +177,11 @@ def take_node_line(event: OomEvent, text: str) -> bool:
 
 def take_pages_line(event: OomEvent, what: str, count: int) -> None:
     memory = event.memory
-    if what == "pages RAM":
+    if what in ("pages RAM", "pages of RAM"):
         memory.ram_pages = count
     elif what == "pages HighMem/MovableOnly":
         memory.highmem_pages = count
-    elif what == "pages reserved":
+    elif what in ("pages reserved", "reserved pages"):
         memory.reserved_pages = count
     elif what == "pages cma reserved":
         memory.cma_reserved_pages = count

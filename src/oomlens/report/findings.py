@@ -32,6 +32,9 @@ GROUP_MIN_PROCESSES = 3
 SWAP_EXHAUSTED_SHARE = 0.05
 SWAP_UNUSED_SHARE = 0.50
 COLLATERAL_RATIO = 0.5
+# Free memory (outside DMA) within this factor of the high watermarks: reclaim had
+# nothing left to give (the allocator's own test is per zone, with lowmem_reserve).
+EXHAUSTED_HIGH_FACTOR = 1.5
 
 # Which finding is the event's main one when several apply: the cause before the
 # consequence, the specific before the general.
@@ -279,11 +282,16 @@ def _shortage_findings(f: Facts) -> list[Finding]:
     order = event.trigger.order or 0
     zones = memory.zones
     free_kb = sum(z.free_kb for z in zones)
-    min_kb = sum(z.min_kb or 0 for z in zones)
-    high_kb = sum(z.high_kb or 0 for z in zones)
-    if order > 0 and memory.buddy and free_kb > high_kb:
+    # The DMA zone is kept for devices (lowmem_reserve): it does not serve an
+    # ordinary allocation, so its free pages do not count as headroom.
+    usable_zones = [z for z in zones if z.name != "DMA"] or zones
+    usable_free_kb = sum(z.free_kb for z in usable_zones)
+    min_kb = sum(z.min_kb or 0 for z in usable_zones)
+    high_kb = sum(z.high_kb or 0 for z in usable_zones)
+    if order > 0 and memory.buddy and usable_free_kb > high_kb:
         block_kb = f.pkb << order
-        usable = sum(n * kb for line in memory.buddy for n, kb in line.blocks if kb >= block_kb)
+        usable = sum(n * kb for line in memory.buddy if line.zone != "DMA"
+                     for n, kb in line.blocks if kb >= block_kb)  # fmt: skip
         if usable < block_kb * 4:
             out.append(Finding(
                 "fragmentation", WARNING,
@@ -326,12 +334,13 @@ def _shortage_findings(f: Facts) -> list[Finding]:
             "tables, network buffers).",
         ))
     already_specific = {x.code for x in out}
-    if zones and not already_specific and free_kb <= max(min_kb, 1) * 2:
+    if zones and not already_specific and usable_free_kb <= high_kb * EXHAUSTED_HIGH_FACTOR:
         out.append(Finding(
             "system_exhausted", WARNING,
-            f"The whole system ran out of memory: {format_bytes(free_kb * 1024)} free, "
-            f"near the zones' min watermarks ({format_bytes(min_kb * 1024)}).",
-            {"free_kb": free_kb, "min_watermark_kb": min_kb,
+            f"The whole system ran out of memory: {format_bytes(usable_free_kb * 1024)} "
+            f"free, near the zones' watermarks (min {format_bytes(min_kb * 1024)}, high "
+            f"{format_bytes(high_kb * 1024)}).",
+            {"free_kb": usable_free_kb, "min_watermark_kb": min_kb, "high_watermark_kb": high_kb,
              "lines": _lines(event, " free:")[:3]},
             "Reduce the workload or add memory; cap the largest consumers with memory "
             "cgroups so that one of them cannot take the machine down.",

@@ -45,6 +45,7 @@ class Trigger:
     order: int | None = None
     oom_score_adj: int | None = None
     oom_adj: int | None = None
+    nodemask: str | None = None
 
 
 @dataclass(slots=True)

@@ -57,6 +57,7 @@ from oomlens.report.fields import (
     TASK_HEADER,
     TASK_IN,
     TASK_ROW,
+    ZONE_NAMES,
     take_header,
     take_node_line,
     take_pages_line,
@@ -198,8 +199,11 @@ def _feed(stream: _Stream, line: LogLine) -> list[OomEvent]:
         stream.idle_lines = 0
         return closed
 
+    section = stream.section
     handled, closed = _take_report_line(stream, line, text)
     if handled:
+        if stream.section == section:  # a report line that opens no section ends one
+            stream.section = ""
         return closed
     event = stream.event
     if event is None:
@@ -218,8 +222,10 @@ def _feed(stream: _Stream, line: LogLine) -> list[OomEvent]:
 
 
 def _take_section_line(stream: _Stream, event: OomEvent, text: str) -> bool:
-    """Lines whose meaning depends on the line before: Mem-Info counters, memcg
-    stats, slab rows, task-table rows. Returns True if the line was one."""
+    """Lines whose meaning depends on the section they are in: Mem-Info counters,
+    memcg stats, slab rows, task-table rows. Returns True if the line was one. An
+    unrelated line (another CPU's message) does not end a section; the next
+    report line does."""
     section = stream.section
     if not section or _head_event(stream) is not event:
         return False
@@ -229,13 +235,11 @@ def _take_section_line(stream: _Stream, event: OomEvent, text: str) -> bool:
             if task is not None:
                 event.tasks.append(task)
                 return True
-        stream.section = ""
         return False
     if section == "stats":
         if (stat := STAT_LINE.match(text)) is not None and event.memcg is not None:
             event.memcg.stats.setdefault(stat.group("key"), int(stat.group("value")))
             return True
-        stream.section = ""
         return False
     if section == "slab":
         if (slab := SLAB_ROW.match(text)) is not None:
@@ -243,20 +247,15 @@ def _take_section_line(stream: _Stream, event: OomEvent, text: str) -> bool:
                 (slab.group("name"), int(slab.group("used")), int(slab.group("total")))
             )
             return True
-        if text.startswith("Name") and "Used" in text:
-            return True
-        stream.section = ""
-        return False
+        return text.startswith("Name") and "Used" in text
     # "meminfo": the counters right after "Mem-Info:" until the per-node lines;
     # 2.6.x prints per-cpu pagesets first ("Node 0 DMA per-cpu:", "CPU    0: hi: ...").
     if text.endswith(" per-cpu:") or (text.startswith("CPU") and " hi:" in text):
         return True
-    if text.startswith("Node ") or "=" in text or text[0].isdigit():
-        stream.section = ""
+    if text.startswith(("Node ", *ZONE_NAMES)) or "=" in text or text[0].isdigit():
         return False
     pairs = KEY_PAGES.findall(text)
     if not pairs:
-        stream.section = ""
         return False
     for key, value in pairs:
         event.memory.meminfo.setdefault(key, int(value))
@@ -417,7 +416,7 @@ def _take_head_line(stream: _Stream, event: OomEvent, text: str) -> bool:
         event.has_mem_info = True
         stream.section = "meminfo"
         return True
-    if first == "N":
+    if first == "N" or text.startswith(ZONE_NAMES):
         return take_node_line(event, text)
     if first.isdigit():
         if (pages := PAGES_LINE.match(text)) is not None:

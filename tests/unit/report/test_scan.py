@@ -30,7 +30,8 @@ def test_report_lines_pass_with_their_numbers_whatever_the_chunking(size: int) -
     data = NOISE * 50 + REPORT + NOISE * 20 + b"Killed process 7 (x) total-vm:1kB\n" + NOISE
     lines = data.split(b"\n")
     got = list(scan(_chunked(data, size)))
-    assert [n for n, _ in got] == [51, 52, 53, 54, 55, 76]
+    # The report (51-55) and the lone kill (76), each with the line before and after.
+    assert [n for n, _ in got] == [50, 51, 52, 53, 54, 55, 56, 75, 76, 77]
     assert all(lines[n - 1] == line for n, line in got)
 
 
@@ -39,7 +40,17 @@ def test_noise_alone_yields_nothing() -> None:
 
 
 def test_a_last_line_without_newline_is_scanned() -> None:
-    assert list(scan([NOISE, b"Killed process 7 (x)"])) == [(2, b"Killed process 7 (x)")]
+    assert list(scan([NOISE, b"Killed process 7 (x)"])) == [
+        (1, NOISE[:-1]), (2, b"Killed process 7 (x)")]
+
+
+def test_interleaved_reports_stay_open_until_both_end() -> None:
+    a = [b"alpha kernel: a invoked oom-killer: gfp_mask=0x0", b"alpha kernel: Killed process 1 (a)"]
+    b = [b"beta kernel: b invoked oom-killer: gfp_mask=0x0", b"beta kernel: [ 5] 0 5 b",
+         b"beta kernel: Killed process 2 (b)"]
+    data = b"\n".join([NOISE[:-1] * 1, a[0], b[0], a[1], b[1], b[2], NOISE[:-1], NOISE[:-1]])
+    got = [n for n, _ in scan([data + b"\n"])]
+    assert got == [1, 2, 3, 4, 5, 6, 7]
 
 
 def test_a_report_without_an_end_stops_after_the_budget() -> None:
