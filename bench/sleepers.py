@@ -1,9 +1,11 @@
-"""Launcher for the benchmark's extra processes; bench/run.py starts it as a subprocess.
+"""Launcher for the benchmark's extra processes; bench/extra_procs.py starts it as a
+subprocess, inside the sandbox memory cgroup when there is one (SandboxMemcg.spawn
+joins the cgroup before exec, so every sleeper started here is born, and charged,
+inside it).
 
-    python bench/sleepers.py COUNT [CGROUP_PROCS_FILE]
+    python bench/sleepers.py COUNT
 
-It joins the sandbox memory cgroup first (so every sleeper it starts is born, and
-charged, inside it), starts COUNT `sleep 600` processes, prints their pids on one line
+It starts COUNT `sleep 600` processes, prints their pids on one line
 (`READY pid pid ...`) and then waits for its stdin to close. On EOF, on any error, and
 on SIGTERM it SIGKILLs and reaps every sleeper it started. Because the pipe closes when
 bench/run.py exits for any reason (even SIGKILL), sleepers never outlive the benchmark
@@ -23,11 +25,6 @@ from types import FrameType
 SLEEP_SECONDS = "600"
 
 
-def _join_cgroup(procs_file: str) -> None:
-    with open(procs_file, "w", encoding="ascii") as fh:
-        fh.write(str(os.getpid()))
-
-
 def _stop(sleepers: list[subprocess.Popen[bytes]]) -> None:
     for proc in sleepers:
         if proc.poll() is None:
@@ -43,13 +40,10 @@ def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
 
 def main(argv: list[str]) -> int:
     count = int(argv[1])
-    procs_file = argv[2] if len(argv) > 2 and argv[2] else None
     # Own session: a Ctrl-C in the terminal reaches bench/run.py only, whose cleanup
     # then closes our stdin; the sleepers are never signalled by the terminal.
     os.setsid()
     signal.signal(signal.SIGTERM, _on_sigterm)
-    if procs_file is not None:
-        _join_cgroup(procs_file)
     sleepers: list[subprocess.Popen[bytes]] = []
     try:
         sleep = shutil.which("sleep") or "sleep"
