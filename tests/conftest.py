@@ -1,7 +1,7 @@
 """Shared fixtures: the preconditions of `kernel` tests, sandbox memcgs that always
 clean up, and a last check that no sandbox cgroup outlives the session. Puts
 `tests/fixtures/` on sys.path, so every test can import its helper modules
-(`import tasktable`, `import procutil`).
+(`import kernelreport`, `import procutil`).
 
 Kernel tests skip (with the reason) where they cannot run; with
 OOMLENS_REQUIRE_KERNEL_TESTS=1 a missing precondition fails them instead, so a CI

@@ -18,14 +18,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from tasktable import parse_task_table, table_tasks
+from kernelreport import event_of_kill, report_tasks
 
 from oomlens.kernel.badness import oom_badness
 from oomlens.kernel.select import rank_tasks, select_bad_process
@@ -101,8 +100,6 @@ def make_scenario(index: int) -> Scenario:
 
 # -- the kernel's own report ----------------------------------------------------------
 
-_OOM_KILL = re.compile(r"^oom-kill:(.*)$")
-
 
 @dataclass(frozen=True)
 class KernelReport:
@@ -112,22 +109,18 @@ class KernelReport:
     fields: dict[str, str]
 
 
-def parse_report(records: Sequence[KmsgRecord]) -> KernelReport | None:
-    """The task table (tests/fixtures/tasktable.py) and oom-kill line of the last OOM
-    in `records`, or None when the kernel did not print them (ratelimited)."""
-    messages = [record.message for record in records]
-    fields: dict[str, str] = {}
-    for message in messages:
-        if (line := _OOM_KILL.match(message)) is not None:
-            fields = dict(p.split("=", 1) for p in line.group(1).split(",") if "=" in p)
-    rows = parse_task_table(messages)
-    if not rows or not fields:
+def parse_report(records: Sequence[KmsgRecord], victim_pid: int) -> KernelReport | None:
+    """The task table and oom-kill line of the OOM that killed `victim_pid`, read by
+    oomlens.report (tests/fixtures/kernelreport.py), or None when the kernel did not
+    print them (ratelimited: only the kill line)."""
+    event = event_of_kill(records, victim_pid)
+    if event is None or not event.tasks or not event.oom_kill_fields:
         return None
-    for row in rows:  # this kernel prints the split rss columns (6.9+)
-        v = row.values
-        anon, file, shmem = v["rss_anon"], v["rss_file"], v["rss_shmem"]
-        assert row.pid == v["tgid"] and v["rss"] == anon + file + shmem, row
-    return KernelReport(tuple(table_tasks(rows, PAGE_SIZE)), fields)
+    for row in event.tasks:  # this kernel prints the split rss columns (6.9+)
+        anon, file, shmem = row.rss_anon, row.rss_file, row.rss_shmem
+        assert anon is not None and file is not None and shmem is not None, row
+        assert row.pid == row.tgid and row.rss == anon + file + shmem, row
+    return KernelReport(tuple(report_tasks(event, PAGE_SIZE)), dict(event.oom_kill_fields))
 
 
 def points(task: Task, totalpages: int) -> int:
@@ -176,7 +169,7 @@ def run_oom(box: SandboxMemcg, setup: Setup) -> Outcome | None:
         time.sleep(wait)
     _last_trigger[0] = time.monotonic()
     kill = box.trigger_oom(grower)
-    report = parse_report(kill.records)
+    report = parse_report(kill.records, kill.victim_pid)
     if report is None:
         return None
     return Outcome(snapshot, totalpages, [h.pid for h in hogs], usage_before, kill, report)

@@ -3,7 +3,8 @@
 What is lab-specific lives here; the rest is the project's own: sandbox memcgs and
 hogs of known size are `oomlens.system.sandbox.SandboxMemcg` (the `sandbox` fixture
 of tests/conftest.py, with the guest's cgroup v2 mount), the kernel log is
-`oomlens.system.kmsg`, and the OOM task table is tests/fixtures/tasktable.py.
+`oomlens.system.kmsg`, and the OOM report is read by `oomlens.report`
+(tests/fixtures/kernelreport.py).
 
 - `in_lab()`: both marks of the guest are there (OOMLENS_IN_LAB=1 from the guest's
   run script and `oomlens_lab=1` on the guest kernel's command line), so nothing
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasktable import parse_task_table, table_tasks
+from kernelreport import event_of_kill, report_tasks
 
 from oomlens.kernel.task import Task
 from oomlens.system.kmsg import KilledProcess, KmsgReader, KmsgRecord, parse_killed_process
@@ -146,11 +147,12 @@ class OomCapture:
         raise AssertionError(f"no {prefix!r} line in the OOM report")
 
     def tasks(self) -> list[Task]:
-        """The kernel's task table for this OOM (tests/fixtures/tasktable.py)."""
-        rows = parse_task_table(self.messages)
-        if rows is None:
+        """The kernel's task table for this OOM, as oomlens.report reads it
+        (tests/fixtures/kernelreport.py)."""
+        event = event_of_kill(self.records, self.killed.pid)
+        if event is None or not event.task_columns:
             raise AssertionError("no 'Tasks state' table in the OOM report")
-        return table_tasks(rows)
+        return report_tasks(event)
 
 
 @contextlib.contextmanager
