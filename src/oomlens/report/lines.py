@@ -28,6 +28,7 @@ import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 
+from oomlens.kernel.printk import unescape_devkmsg
 from oomlens.report.model import LogLine
 
 # Month names of the locales whose `dmesg -T` and `journalctl` dates we read (both
@@ -105,7 +106,6 @@ _ISO_DMESG = re.compile(_ISO_DATE + r"(?:[.,][0-9]{1,9})?" + _ISO_ZONE + r"(?=\s
 _KMSG = re.compile(r"([0-9]{1,4}),([0-9]{1,20}),([0-9]{1,20}),[^;]{0,64};")
 # devkmsg_read() continues a record with " KEY=value" dictionary lines.
 _KMSG_PROPERTY = re.compile(r" [A-Z0-9_]{1,64}=")
-_KMSG_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
 # A leading syslog priority: "<4>" (rsyslog, dmesg -r) or "<kern.warning>".
 _PRIORITY = re.compile(r"<(?:([0-9]{1,4})|([a-z]{1,12})\.[a-z]{1,12})> ?")
 
@@ -195,8 +195,8 @@ class _Reader:
         self._previous_base = pos
         start, stream, mono, wall, seq, kernel, kmsg = prefix
         text = line[start:]
-        if kmsg and "\\x" in text:
-            text = _KMSG_ESCAPE.sub(_unescape, text)
+        if kmsg:
+            text = unescape_devkmsg(text)
         if "#01" in text or "\n" in text or not text:
             return self._emit(text, lineno, stream, mono, wall, seq, kernel)
         return LogLine(text, self._source, lineno, stream, mono, wall, seq, kernel)
@@ -381,11 +381,6 @@ class _Reader:
             return datetime.fromtimestamp(self._boot_time + mono, tz=UTC)
         except (OverflowError, OSError, ValueError):
             return None
-
-
-def _unescape(m: re.Match[str]) -> str:
-    """devkmsg_read() prints non-printable bytes and '\\' as `\\xHH`."""
-    return chr(int(m[1], 16))
 
 
 def _month(name: str) -> int | None:

@@ -20,12 +20,12 @@ import re
 from dataclasses import dataclass
 
 from oomlens.errors import OomlensError
+from oomlens.kernel.printk import unescape_devkmsg
 from oomlens.system.procfs import translate_os_error
 
 # kernel/printk/printk.c: CONSOLE_EXT_LOG_MAX is 8 KiB; a smaller read buffer
 # gets EINVAL, so read with room to spare.
 _READ_SIZE = 16384
-_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,13 +50,6 @@ class KmsgRecord:
         return self.facility_prio >> 3
 
 
-def _unescape(text: str) -> str:
-    """Undo devkmsg's `\\xHH` escaping (a comm may hold any byte but '/' and NUL)."""
-    if "\\x" not in text:
-        return text
-    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
-
-
 def parse_kmsg_record(text: str) -> KmsgRecord:
     """Parse one record as read from `/dev/kmsg`. Raises ValueError if it is not one."""
     first, *rest = text.rstrip("\n").split("\n")
@@ -68,8 +61,8 @@ def parse_kmsg_record(text: str) -> KmsgRecord:
         prio, seq, ts_us = int(fields[0]), int(fields[1]), int(fields[2])
     except ValueError as err:
         raise ValueError(f"not a /dev/kmsg record: {text[:80]!r}") from err
-    props = tuple(_unescape(line[1:]) for line in rest if line.startswith(" "))
-    return KmsgRecord(prio, seq, ts_us, _unescape(message), props)
+    props = tuple(unescape_devkmsg(line[1:]) for line in rest if line.startswith(" "))
+    return KmsgRecord(prio, seq, ts_us, unescape_devkmsg(message), props)
 
 
 @dataclass(frozen=True, slots=True)

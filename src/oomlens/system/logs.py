@@ -340,7 +340,10 @@ def _kmsg_chunks(path: str) -> Generator[bytes, None, None]:
     lines: list[str] = []
     for record in records:
         header = f"{record.facility_prio},{record.seq},{record.ts_us},-;"
-        lines.extend(header + part for part in record.message.split("\n"))
+        # The wire format again: a backslash stays escaped, so that the
+        # normaliser's single unescape gives back exactly the message.
+        message = record.message.replace("\\", "\\x5c")
+        lines.extend(header + part for part in message.split("\n"))
     if lines:
         yield ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
 

@@ -58,3 +58,9 @@ def test_prefix_is_matched_on_path_boundaries() -> None:
     assert mount.fs_path("/docker/ab/x") == "/sys/fs/cgroup/memory/x"
     with pytest.raises(NotFound, match="outside this mount"):
         mount.fs_path("/docker/abc/x")
+
+
+def test_escaped_utf8_bytes_become_one_character() -> None:
+    record = parse_kmsg_record("6,1,2,-;Killed process 7 (caf\\xc3\\xa9) total-vm:1kB\n")
+    assert record.message == "Killed process 7 (café) total-vm:1kB"
+    assert parse_kmsg_record("6,1,2,-;back\\x5cslash\n").message == "back\\slash"
