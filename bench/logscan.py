@@ -4,9 +4,10 @@ On a generated 1 GiB syslog with 20 OOM reports (bench/synthlog.py), in the page
 cache, in this run:
 
 1. baseline: `grep -c 'Killed process' FILE`, wall time -> MB/s;
-2. oomlens' log pipeline, `events_in(read_chunks(LogSource(..., kind="file")))`, in a
-   child process: MB/s, the events found (exactly the 20, or the benchmark fails),
-   the child's peak RSS (VmHWM), also on a 256 MiB file made the same way (peak RSS
+2. oomlens' log pipeline as `oomlens report` runs it, `investigate([FILE])` (a file
+   this large is scanned by one forked worker per CPU, up to 4), in a child
+   process: MB/s, the events found (exactly the 20, or the benchmark fails), the
+   child's peak RSS (VmHWM), also on a 256 MiB file made the same way (peak RSS
    must not grow with the file);
 3. the whole command, `oomlens report --json FILE`, wall time;
 4. `events_in` over each corpus report alone, µs per report.
@@ -53,8 +54,7 @@ GNU_TIME = "/usr/bin/time"
 # Runs in a fresh interpreter: imports first, then times the scan alone.
 CHILD = r"""
 import json, sys, time
-from oomlens.report.pipeline import events_in
-from oomlens.system.logs import LogSource, read_chunks
+from oomlens.postmortem import investigate
 
 def status_kib(key):
     with open("/proc/self/status") as fh:
@@ -63,12 +63,10 @@ def status_kib(key):
                 return int(line.split()[1])
     return -1
 
-path, year = sys.argv[1], int(sys.argv[2])
-source = LogSource(name=path, kind="file", path=path, year=year, boot_time=None)
+path = sys.argv[1]
 rss_before = status_kib("VmRSS")
 start = time.perf_counter()
-chunks = read_chunks(source)
-events = list(events_in(chunks, "bench", year=source.year))
+events = [item.event for item in investigate([path]).events]
 seconds = time.perf_counter() - start
 json.dump({"seconds": seconds, "rss_before_kib": rss_before, "hwm_kib": status_kib("VmHWM"),
            "victims": [e.victim.pid if e.victim else None for e in events]}, sys.stdout)
@@ -116,7 +114,7 @@ class FileRuns:
     label: str
     grep: Method = field(default_factory=lambda: Method(f"`grep -c '{GREP_PATTERN}' FILE`"))
     oomlens: Method = field(default_factory=lambda: Method(
-        "oomlens `events_in(read_chunks(...))` (child process)"))
+        "oomlens `investigate([FILE])` (child process)"))
     cli: Method = field(default_factory=lambda: Method("`oomlens report --json FILE`"))
 
 
@@ -140,7 +138,7 @@ def time_grep(runs: FileRuns) -> None:
 
 
 def time_oomlens(runs: FileRuns) -> None:
-    argv = [sys.executable, "-c", CHILD, str(runs.log.path), str(runs.log.year)]
+    argv = [sys.executable, "-c", CHILD, str(runs.log.path)]
     result = json.loads(run_child(argv, capture=True)[1])
     victims = result["victims"]
     if len(victims) != synthlog.N_REPORTS or sorted(victims) != sorted(runs.log.victim_pids):
@@ -296,7 +294,7 @@ def _targets(big: FileRuns, small: FileRuns) -> list[str]:
     rss_ok = peak_big < TARGET_RSS_MB and growth <= FLAT_RSS_MB
     return [
         f"- Log scan: oomlens ≥ {TARGET_RATIO}x grep's throughput: "
-        f"{verdict(ratio >= TARGET_RATIO)} — `events_in` "
+        f"{verdict(ratio >= TARGET_RATIO)} — `investigate` "
         f"{_rate(big.log.size, best(ours_s)):.0f} MB/s vs `grep -c` "
         f"{_rate(big.log.size, best(grep_s)):.0f} MB/s on {_size(big.log.size)} = "
         f"{ratio:.2f}x (median {median(grep_s) / median(ours_s):.2f}x).",
@@ -340,7 +338,6 @@ def report(files: list[FileRuns], reports: list[PerReport], cli_missing: str | N
                   "process):", ""]
     lines += _per_report_table(reports)
     python = os.path.relpath(sys.executable, ROOT)
-    year = big.log.year
     notes = [] if cli_missing is None else [
         f"`oomlens report --json` not timed: {cli_missing}."]
     how = [
@@ -349,10 +346,11 @@ def report(files: list[FileRuns], reports: list[PerReport], cli_missing: str | N
         "files in turn; throughput = file "
         "bytes ÷ time, MB = 10^6 bytes. grep: `grep -c 'Killed process' FILE`, wall time "
         "from Popen to exit, its count must be 20. oomlens: a fresh "
-        f"`{python} -c` child imports `oomlens.report.pipeline` and `oomlens.system.logs`, "
-        f"then times `list(events_in(read_chunks(LogSource(kind=\"file\", year={year})), "
-        f"\"bench\", year={year}))` alone (no interpreter start); it must find exactly "
-        "the 20 victims written. Peak RSS: the child's VmHWM at its end (interpreter and imports "
+        f"`{python} -c` child imports `oomlens.postmortem`, then times "
+        "`investigate([FILE])` alone (no interpreter start): what `oomlens report FILE` "
+        "does, with the file scanned by one forked worker per usable CPU (up to 4) since it "
+        "is over 32 MiB; it must find exactly the 20 victims written. Peak RSS: the child's "
+        "VmHWM at its end (the scan workers are separate processes; interpreter and imports "
         "included; \"after imports\" is its VmRSS just before the scan); for grep and "
         f"`oomlens report`, one more run under `{GNU_TIME} -f %M` (GNU time's maximum "
         "RSS). `oomlens report --json FILE`: wall "

@@ -12,18 +12,21 @@ from datetime import datetime
 from typing import BinaryIO
 
 from oomlens.errors import OomlensError
+from oomlens.parallelscan import scan_file, workers_for
 from oomlens.report.diagnose import Diagnosis, diagnose
 from oomlens.report.facts import missing_parts
 from oomlens.report.model import OomEvent
-from oomlens.report.pipeline import events_in
+from oomlens.report.pipeline import events_in, events_of_lines
 from oomlens.report.summary import Summary, summarise
 from oomlens.system.logs import (
     LogSource,
     SourceProblem,
     default_sources,
     explicit_sources,
+    plain_file_size,
     read_chunks,
 )
+from oomlens.system.procfs import translate_os_error
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,13 +87,19 @@ def investigate(
 
 
 def _read(source: LogSource, stdin: BinaryIO | None) -> tuple[list[OomEvent], str | None]:
+    size = plain_file_size(source)
+    if size is not None and source.path is not None and workers_for(size) > 1:
+        try:
+            lines = scan_file(source.path, size, workers_for(size))
+        except OSError as err:
+            return [], str(translate_os_error(err, source.path))
+        return list(events_of_lines(lines, source.name, year=source.year,
+                                    until_month=source.month, boot_time=source.boot_time)), None
     events: list[OomEvent] = []
     chunks = read_chunks(source, stdin)
     try:
-        events.extend(
-            events_in(chunks, source.name, year=source.year, until_month=source.month,
-                      boot_time=source.boot_time)
-        )
+        events.extend(events_in(chunks, source.name, year=source.year,
+                                until_month=source.month, boot_time=source.boot_time))
     except OomlensError as err:
         return events, str(err)
     finally:

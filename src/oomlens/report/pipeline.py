@@ -26,9 +26,23 @@ def events_in(
     """Every OOM event in the log that `chunks` make up, in the order they start
     (`year`, `until_month`, `boot_time`: see `normalise_numbered`). Bytes that
     are not UTF-8 become U+FFFD; nothing in the input can raise."""
-    numbered = ((n, raw.decode("utf-8", "replace")) for n, raw in scan(chunks))
+    return events_of_lines(
+        scan(chunks), source, year=year, until_month=until_month, boot_time=boot_time
+    )
+
+
+def events_of_lines(
+    numbered: Iterable[tuple[int, bytes]],
+    source: str = "",
+    *,
+    year: int | None = None,
+    until_month: int | None = None,
+    boot_time: float | None = None,
+) -> Iterator[OomEvent]:
+    """`events_in` over lines the scanner already picked: `(lineno, line)`."""
+    decoded = ((n, raw.decode("utf-8", "replace")) for n, raw in numbered)
     lines = normalise_numbered(
-        numbered, source, year=year, until_month=until_month, boot_time=boot_time
+        decoded, source, year=year, until_month=until_month, boot_time=boot_time
     )
     return parse_lines(lines)
 

@@ -43,12 +43,39 @@ class LineScanner:
         self._after = 0  # lines still to pass on after a hit or a report's end
         self._previous: Numbered | None = None  # the last line seen, not passed on
 
+    @property
+    def lines_seen(self) -> int:
+        """Complete lines consumed so far."""
+        return self._lineno
+
+    @property
+    def in_report(self) -> bool:
+        """A report (or the line after one) is still being passed on."""
+        return bool(self._open_reports or self._after)
+
+    def set_previous(self, line: bytes) -> None:
+        """The line before the first one fed (number 0), for a scan that starts
+        in the middle of a log."""
+        self._previous = (0, line) if line.strip() else None
+
     def feed(self, chunk: bytes) -> Iterator[Numbered]:
         buf = self._carry + chunk if self._carry else chunk
         end = buf.rfind(b"\n") + 1
         self._carry = buf[end:]
         if end:
             yield from self._scan(buf, end)
+
+    @property
+    def carrying(self) -> bool:
+        """Part of a line from the last chunk waits for the rest."""
+        return bool(self._carry)
+
+    def feed_complete_lines(self, chunk: bytes) -> tuple[list[Numbered], int]:
+        """For a caller that can re-read its input: the lines of `chunk` up to its
+        last newline, and how many bytes that is (the caller reads on from there).
+        Saves copying each chunk onto the carried-over part of the last."""
+        end = chunk.rfind(b"\n") + 1
+        return (list(self._scan(chunk, end)), end) if end else ([], 0)
 
     def finish(self) -> Iterator[Numbered]:
         if self._carry:
@@ -65,7 +92,10 @@ class LineScanner:
             if self._after:
                 start = pos
                 pos = yield from self._line_at(buf, pos)
-                if buf[start:pos].strip():  # blank lines (CRLF doubled) do not count
+                line = buf[start:pos]
+                if any(anchor in line for anchor in ANCHORS):
+                    self._after = 1  # an anchor line passes the line after it too
+                elif line.strip():  # blank lines (CRLF doubled) do not count
                     self._after -= 1
                 continue
             hit = end

@@ -152,6 +152,22 @@ def read_chunks(source: LogSource, stdin: BinaryIO | None = None) -> Generator[b
     return _file_chunks(source.path or source.name)
 
 
+def plain_file_size(source: LogSource) -> int | None:
+    """The size of `source` if it is an uncompressed regular file (it can then be
+    read in parallel pieces), else None."""
+    if source.kind != "file" or source.path is None:
+        return None
+    try:
+        with open(source.path, "rb", opener=os.open) as raw:
+            info = os.fstat(raw.fileno())
+            head = raw.read(_HEAD_SIZE)
+    except OSError:
+        return None
+    compressed = (head.startswith((_GZIP_MAGIC, _XZ_MAGIC, _ZSTD_MAGIC))
+                  or _BZIP2_MAGIC.match(head) is not None)  # fmt: skip
+    return info.st_size if stat.S_ISREG(info.st_mode) and not compressed else None
+
+
 # --- discovery ------------------------------------------------------------------------
 
 
