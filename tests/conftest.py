@@ -91,19 +91,21 @@ def memcg_mount() -> MemcgMount:
 @pytest.fixture
 def sandbox(memcg_mount: MemcgMount) -> Iterator[SandboxFactory]:
     """`sandbox(limit_bytes, prefix="oomlens-test-...", timeout=20.0,
-    swap_limit_bytes=0)` -> a created SandboxMemcg.
+    swap_limit_bytes=0, parent=None)` -> a created SandboxMemcg (`parent`: the
+    cgroup path of another sandbox to nest it in).
 
     Every sandbox made is closed at teardown (processes killed and reaped, cgroup
-    removed) whatever the test did; a failed cleanup fails the test.
+    removed), the last made first, so children go before their parents, whatever
+    the test did; a failed cleanup fails the test.
     """
     made: list[SandboxMemcg] = []
 
     def make(limit_bytes: int, prefix: str = SANDBOX_PREFIX, timeout: float = 20.0,
-             swap_limit_bytes: int | None = 0) -> SandboxMemcg:
+             swap_limit_bytes: int | None = 0, parent: str | None = None) -> SandboxMemcg:
         if not prefix.startswith(SANDBOX_PREFIX):
             raise ValueError(f"test sandboxes must be named {SANDBOX_PREFIX}*")
         box = SandboxMemcg(memcg_mount, prefix, limit_bytes, timeout=timeout,
-                           swap_limit_bytes=swap_limit_bytes)
+                           swap_limit_bytes=swap_limit_bytes, parent=parent)
         made.append(box)
         box.create()
         return box

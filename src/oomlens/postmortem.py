@@ -6,7 +6,7 @@ The shell around `report/` (pure) and `system/logs.py` (I/O); the CLI renders.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO
@@ -16,7 +16,8 @@ from oomlens.parallelscan import scan_file, workers_for
 from oomlens.report.diagnose import Diagnosis, diagnose
 from oomlens.report.facts import missing_parts
 from oomlens.report.model import OomEvent
-from oomlens.report.pipeline import events_in, events_of_lines
+from oomlens.report.pipeline import events_of_lines
+from oomlens.report.scan import scan
 from oomlens.report.summary import Summary, summarise
 from oomlens.system.logs import (
     LogSource,
@@ -87,24 +88,32 @@ def investigate(
 
 
 def _read(source: LogSource, stdin: BinaryIO | None) -> tuple[list[OomEvent], str | None]:
-    size = plain_file_size(source)
-    if size is not None and source.path is not None and workers_for(size) > 1:
-        try:
-            lines = scan_file(source.path, size, workers_for(size))
-        except OSError as err:
-            return [], str(translate_os_error(err, source.path))
-        return list(events_of_lines(lines, source.name, year=source.year,
-                                    until_month=source.month, boot_time=source.boot_time)), None
+    """The source's events; if reading stops early, those found before and why."""
     events: list[OomEvent] = []
     chunks = read_chunks(source, stdin)
     try:
-        events.extend(events_in(chunks, source.name, year=source.year,
-                                until_month=source.month, boot_time=source.boot_time))
+        events.extend(events_of_lines(
+            _report_lines(source, chunks), source.name, year=source.year,
+            until_month=source.month, boot_time=source.boot_time,
+        ))  # fmt: skip
     except OomlensError as err:
         return events, str(err)
     finally:
         chunks.close()
     return events, None
+
+
+def _report_lines(source: LogSource, chunks: Iterator[bytes]) -> Iterable[tuple[int, bytes]]:
+    """The lines a report can need: a big plain file scanned by one worker per
+    CPU, anything else through the chunks (not read when the workers do)."""
+    size = plain_file_size(source)
+    workers = 1 if size is None else workers_for(size)
+    if size is None or source.path is None or workers == 1:
+        return scan(chunks)
+    try:
+        return scan_file(source.path, size, workers)
+    except OSError as err:
+        raise translate_os_error(err, source.path) from err
 
 
 def _identity(event: OomEvent) -> tuple[object, ...]:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kernelreport import kmsg_wire, report_events, report_tasks
+from kernelreport import report_events, report_tasks
 
 from oomlens.cli.env import Env, ExitStatus
 from oomlens.cli.main import main
@@ -39,8 +39,7 @@ from oomlens.report.diagnose import Diagnosis, diagnose
 from oomlens.report.model import OomEvent, Trigger
 from oomlens.report.schema import event_json
 from oomlens.system.kmsg import KmsgReader, KmsgRecord, parse_killed_process
-from oomlens.system.logs import parse_btime
-from oomlens.system.memcg import MemcgMount
+from oomlens.system.logs import kmsg_wire_lines, parse_btime
 from oomlens.system.sandbox import MIB, Hog, OomKill, SandboxError, SandboxMemcg
 
 pytestmark = pytest.mark.kernel
@@ -257,29 +256,14 @@ def test_memcg_oom_report_matches_the_kill(sandbox: SandboxFactory) -> None:
 
 
 @pytest.fixture
-def child_memcgs(sandbox: SandboxFactory, memcg_mount: MemcgMount,
-                 ) -> Iterator[Callable[[SandboxMemcg], SandboxMemcg]]:
-    """`child_memcgs(parent)` -> a child SandboxMemcg (limit CHILD_LIMIT_MIB) in a
-    sandbox. Children are closed here, before `sandbox` closes their parents (a
-    cgroup with children cannot be removed); a failed cleanup fails the test."""
-    made: list[SandboxMemcg] = []
+def child_memcgs(sandbox: SandboxFactory) -> Callable[[SandboxMemcg], SandboxMemcg]:
+    """`child_memcgs(parent)` -> a child SandboxMemcg (limit CHILD_LIMIT_MIB) of a
+    sandbox; the `sandbox` fixture closes it before its parent."""
 
     def make(parent: SandboxMemcg) -> SandboxMemcg:
-        child = SandboxMemcg(memcg_mount, CHILD_PREFIX, CHILD_LIMIT_MIB * MIB,
-                             parent=parent.path, timeout=parent.timeout)
-        made.append(child)
-        child.create()
-        return child
+        return sandbox(CHILD_LIMIT_MIB * MIB, CHILD_PREFIX, parent.timeout, parent=parent.path)
 
-    yield make
-    failures = []
-    for child in reversed(made):
-        try:
-            child.close()
-        except Exception as err:  # keep cleaning the others
-            failures.append(f"{child.path}: {err}")
-    if failures:
-        pytest.fail("child memcg cleanup failed: " + "; ".join(failures), pytrace=False)
+    return make
 
 
 @dataclass
@@ -416,7 +400,7 @@ def test_the_same_kill_in_three_log_formats_is_one_event(
     kmsg_event, kmsg_diagnosis, _ = the_event(oom)
     header = next(r for r in oom.records if "invoked oom-killer" in r.message)
     paths = [tmp_path / "kmsg.log", tmp_path / "dmesg.log", tmp_path / "syslog"]
-    paths[0].write_bytes(b"".join(kmsg_wire(oom.records)))
+    paths[0].write_text("".join(line + "\n" for line in kmsg_wire_lines(oom.records)))
     paths[1].write_text("".join(dmesg_lines(oom.records)))
     paths[2].write_text("".join(syslog_lines(oom.records, oom.boot_time, "testhost")))
 

@@ -230,6 +230,14 @@ def era_of_report(event: OomEvent) -> Era | None:
     return None
 
 
+def table_tasks(event: OomEvent, pkb: int) -> list[Task]:
+    """The task table as the OOM killer's view of each task, in scan order
+    (dump_tasks() walks the tasks the way select_bad_process() does); rows without
+    any rss column are left out."""
+    rows = enumerate(event.tasks)
+    return [task for i, row in rows if (task := _task(row, i, pkb)) is not None]
+
+
 def _task(row: TaskRow, order: int, pkb: int) -> Task | None:
     if row.rss is None and row.rss_anon is None:
         return None
@@ -262,22 +270,19 @@ def recomputed_ranking(
 ) -> list[RankedRow]:
     if totalpages is None or era is None or not event.tasks:
         return []
-    tasks = [t for i, row in enumerate(event.tasks) if (t := _task(row, i, pkb)) is not None]
     return [
         RankedRow(r.task.pid, r.task.comm, r.points, r.rank)
-        for r in rank_tasks(tasks, totalpages, era)
+        for r in rank_tasks(table_tasks(event, pkb), totalpages, era)
     ]
 
 
 def adj_free_choice(event: OomEvent, totalpages: int, era: Era, pkb: int) -> int | None:
     """Who would have died if no oom_score_adj were set (other than -1000, which
     is not a score but an exemption)."""
-    tasks = []
-    for i, row in enumerate(event.tasks):
-        task = _task(row, i, pkb)
-        if task is not None:
-            adj = task.oom_score_adj if task.oom_score_adj == OOM_SCORE_ADJ_MIN else 0
-            tasks.append(replace(task, oom_score_adj=adj))
+    tasks = [
+        task if task.oom_score_adj == OOM_SCORE_ADJ_MIN else replace(task, oom_score_adj=0)
+        for task in table_tasks(event, pkb)
+    ]
     ranked = rank_tasks(tasks, totalpages, era)
     return ranked[0].task.pid if ranked and ranked[0].rank == 1 else None
 
@@ -317,6 +322,8 @@ def row_rss(row: TaskRow) -> int | None:
 
 
 def victim_kb(event: OomEvent) -> int | None:
+    """Memory the victim held when killed (anon + file + shmem RSS) as its kill
+    line printed it, else as its task-table row did."""
     victim = event.victim
     if victim is None or victim.anon_rss_kb is None:
         row = next((r for r in event.tasks if victim and r.pid == victim.pid), None)

@@ -28,9 +28,9 @@ PID_LINE_SHORT = re.compile(r"^Pid: (?P<pid>\d+), comm: (?P<comm>.*?)$")
 KEY_PAGES = re.compile(r"([A-Za-z_()]+):(\d+)(?![\dkKmM])")
 # Kernels without NUMA (32-bit ones especially) print zones without "Node N ".
 ZONE = re.compile(r"^(?:Node (?P<node>\d+) )?(?P<zone>\w+) free:(?P<free>\d+)kB")
-ZONE_FIELD = re.compile(r"\b(min|low|high|present|managed):(\d+)kB")
+ZONE_FIELD = re.compile(r"\b(min|high|present):(\d+)kB")
 BUDDY = re.compile(
-    r"^(?:Node (?P<node>\d+) )?(?P<zone>\w+): (?P<blocks>.*?) = (?P<total>\d+)kB$"
+    r"^(?:Node (?P<node>\d+) )?(?P<zone>\w+): (?P<blocks>.*?) = \d+kB$"
 )
 ZONE_NAMES = ("DMA", "DMA32", "Normal", "HighMem", "Movable", "Device")
 BLOCK = re.compile(r"(\d+)\*(\d+)kB")
@@ -38,7 +38,7 @@ HUGEPAGES = re.compile(
     r"^Node (\d+) hugepages_total=(\d+) hugepages_free=(\d+) hugepages_surp=\d+ "
     r"hugepages_size=(\d+)kB"
 )
-# 2.6.x wording in brackets: "N pages of RAM", "N reserved pages".
+# 2.6.x says "N pages of RAM", "N reserved pages" (the words: PAGES_FIELDS below).
 PAGES_LINE = re.compile(
     r"^(?P<n>\d+) (?P<what>pages RAM|pages of RAM|pages HighMem/MovableOnly|pages reserved|"
     r"reserved pages|pages cma reserved|total pagecache pages|pages in swap cache)$"
@@ -146,22 +146,15 @@ def take_node_line(event: OomEvent, text: str) -> bool:
                 name=zone.group("zone"),
                 free_kb=int(zone.group("free")),
                 min_kb=opt_int(fields.get("min")),
-                low_kb=opt_int(fields.get("low")),
                 high_kb=opt_int(fields.get("high")),
                 present_kb=opt_int(fields.get("present")),
-                managed_kb=opt_int(fields.get("managed")),
             )
         )
         return True
     if (buddy := BUDDY.match(text)) is not None:
         blocks = tuple((int(n), int(kb)) for n, kb in BLOCK.findall(buddy.group("blocks")))
         memory.buddy.append(
-            BuddyLine(
-                int(buddy.group("node") or 0),
-                buddy.group("zone"),
-                blocks,
-                int(buddy.group("total")),
-            )
+            BuddyLine(int(buddy.group("node") or 0), buddy.group("zone"), blocks)
         )
         if blocks:
             smallest = min(kb for _, kb in blocks)
@@ -175,20 +168,18 @@ def take_node_line(event: OomEvent, text: str) -> bool:
     return False
 
 
+# "N <what>" lines of show_mem() -> the MemoryReport field they set.
+PAGES_FIELDS = {
+    "pages RAM": "ram_pages", "pages of RAM": "ram_pages",
+    "pages HighMem/MovableOnly": "highmem_pages",
+    "pages reserved": "reserved_pages", "reserved pages": "reserved_pages",
+    "pages cma reserved": "cma_reserved_pages",
+    "total pagecache pages": "pagecache_pages", "pages in swap cache": "swapcache_pages",
+}  # fmt: skip
+
+
 def take_pages_line(event: OomEvent, what: str, count: int) -> None:
-    memory = event.memory
-    if what in ("pages RAM", "pages of RAM"):
-        memory.ram_pages = count
-    elif what == "pages HighMem/MovableOnly":
-        memory.highmem_pages = count
-    elif what in ("pages reserved", "reserved pages"):
-        memory.reserved_pages = count
-    elif what == "pages cma reserved":
-        memory.cma_reserved_pages = count
-    elif what == "total pagecache pages":
-        memory.pagecache_pages = count
-    else:
-        memory.swapcache_pages = count
+    setattr(event.memory, PAGES_FIELDS[what], count)
 
 
 def take_summary(event: OomEvent, match: re.Match[str]) -> None:

@@ -104,16 +104,14 @@ class MemcgReport:
 
 @dataclass(slots=True)
 class Zone:
-    """`Node 0 Normal free:36692kB min:36784kB low:... present:... managed:...`."""
+    """`Node 0 Normal free:36692kB min:36784kB low:... high:... present:...`."""
 
     node: int
     name: str
     free_kb: int
     min_kb: int | None
-    low_kb: int | None
     high_kb: int | None
     present_kb: int | None
-    managed_kb: int | None
 
 
 @dataclass(slots=True)
@@ -123,7 +121,6 @@ class BuddyLine:
     node: int
     zone: str
     blocks: tuple[tuple[int, int], ...]  # (count, block size in kB) by order
-    total_kb: int
 
 
 @dataclass(slots=True)

@@ -80,6 +80,8 @@ from oomlens.report.model import (
 _STALE_AFTER = 600
 # Lines kept per event for evidence and for the stored report.
 _MAX_EVENT_LINES = 5000
+# mem_cgroup_print_oom_meminfo()'s counter lines -> the MemcgReport field they set.
+_COUNTER_FIELDS = {"memory": "memory", "memory+swap": "memsw", "swap": "swap", "kmem": "kmem"}
 # Emitted events remembered per stream to give them their oom_reaper line.
 _REAPER_MEMORY = 64
 
@@ -205,19 +207,14 @@ def _feed(stream: _Stream, line: LogLine) -> list[OomEvent]:
         if stream.section == section:  # a report line that opens no section ends one
             stream.section = ""
         return closed
-    event = stream.event
-    if event is None:
-        return closed
-    if _head_event(stream) is None:
-        # After the kill line only the lines matched above still belong to it.
-        stream.idle_lines += 1
-        if stream.idle_lines > _STALE_AFTER:
-            closed.extend(_close(stream))
+    if stream.event is None:
         return closed
     stream.idle_lines += 1
     if stream.idle_lines > _STALE_AFTER:
-        return _close(stream)
-    _keep(event, line)
+        return [*closed, *_close(stream)]
+    head = _head_event(stream)
+    if head is not None:  # after the kill line only the lines matched above belong
+        _keep(head, line)
     return closed
 
 
@@ -371,15 +368,7 @@ def _take_memcg_line(stream: _Stream, event: OomEvent, text: str) -> None:
         value = CounterLine(
             int(counter.group("usage")), int(counter.group("limit")), int(counter.group("failcnt"))
         )
-        name = counter.group("name")
-        if name == "memory":
-            memcg.memory = value
-        elif name == "memory+swap":
-            memcg.memsw = value
-        elif name == "swap":
-            memcg.swap = value
-        else:
-            memcg.kmem = value
+        setattr(memcg, _COUNTER_FIELDS[counter.group("name")], value)
     elif (stats := STATS_FOR.match(text)) is not None:
         # Old v1 prints one line per cgroup of the hierarchy; the first is the
         # OOM memcg itself (mem_cgroup_print_oom_info(): for_each_mem_cgroup_tree).

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from oomlens.report.diagnose import Diagnosis
-from oomlens.report.facts import missing_parts
+from oomlens.report.facts import missing_parts, victim_kb
 from oomlens.report.model import OomEvent
 
 # A victim that was this much larger at each kill than at the one before is growing.
@@ -41,14 +41,6 @@ class Summary:
     finding_counts: tuple[tuple[str, int], ...]  # main finding code -> events
 
 
-def victim_rss_kb(event: OomEvent) -> int | None:
-    """Memory the victim held when killed (anon + file + shmem RSS), if printed."""
-    victim = event.victim
-    if victim is None or victim.anon_rss_kb is None:
-        return None
-    return victim.anon_rss_kb + (victim.file_rss_kb or 0) + (victim.shmem_rss_kb or 0)
-
-
 def summarise(analysed: Sequence[tuple[OomEvent, Diagnosis]]) -> Summary:
     by_comm: dict[str, list[OomEvent]] = defaultdict(list)
     mains: Counter[str] = Counter()
@@ -65,7 +57,7 @@ def summarise(analysed: Sequence[tuple[OomEvent, Diagnosis]]) -> Summary:
             continue
         pids = tuple(e.victim.pid for e in events if e.victim is not None)
         repeated.append(RepeatedVictim(comm, len(events), pids))
-        sizes = [kb for e in events if (kb := victim_rss_kb(e)) is not None]
+        sizes = [kb for e in events if (kb := victim_kb(e)) is not None]
         pairs = pairwise(sizes)
         if len(sizes) >= 2 and all(b >= a * GROWTH_FACTOR for a, b in pairs):
             growth.append(Growth(comm, len(sizes), tuple(sizes)))

@@ -18,13 +18,13 @@ import re
 import stat
 import sys
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol, cast
 
 from oomlens.errors import AccessDenied, NotFound, OomlensError, Unsupported
-from oomlens.system.kmsg import KmsgReader
+from oomlens.system.kmsg import KmsgReader, KmsgRecord
 from oomlens.system.procfs import read_text, translate_os_error
 
 if TYPE_CHECKING:
@@ -344,22 +344,28 @@ def _describe(err: OomlensError, path: str) -> str:
 # --- reading --------------------------------------------------------------------------
 
 
+def kmsg_wire_lines(records: Iterable[KmsgRecord]) -> list[str]:
+    """Records back in the /dev/kmsg wire format, `prio,seq,ts_us,-;message`. A
+    message that holds newlines (escaped as `\\x0a` by the kernel, unescaped by
+    KmsgReader) becomes one line per part, each with the record's header, as dmesg
+    prints it; a backslash is escaped again, so that the normaliser's single
+    unescape gives back exactly the message."""
+    lines: list[str] = []
+    for record in records:
+        header = f"{record.facility_prio},{record.seq},{record.ts_us},-;"
+        message = record.message.replace("\\", "\\x5c")
+        lines.extend(header + part for part in message.split("\n"))
+    return lines
+
+
 def _kmsg_chunks(path: str) -> Generator[bytes, None, None]:
-    """Every record in the ring buffer now. A message that holds newlines (escaped
-    as `\\x0a` by the kernel, unescaped by KmsgReader) becomes one line per part,
-    each with the record's header, as dmesg prints it."""
+    """Every record in the ring buffer now, in the wire format."""
     with KmsgReader(path) as reader:
         try:
             records = reader.read_available()
         except ValueError as err:
             raise OomlensError(f"{path}: {err}") from err
-    lines: list[str] = []
-    for record in records:
-        header = f"{record.facility_prio},{record.seq},{record.ts_us},-;"
-        # The wire format again: a backslash stays escaped, so that the
-        # normaliser's single unescape gives back exactly the message.
-        message = record.message.replace("\\", "\\x5c")
-        lines.extend(header + part for part in message.split("\n"))
+    lines = kmsg_wire_lines(records)
     if lines:
         yield ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
 

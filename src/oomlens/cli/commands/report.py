@@ -11,9 +11,8 @@ from oomlens.cli.render.json import write_json
 from oomlens.cli.render.table import Column, paint, render_table
 from oomlens.errors import NotFound
 from oomlens.postmortem import Analysed, Investigation, investigate, select
-from oomlens.report.facts import missing_parts, scope
+from oomlens.report.facts import missing_parts, scope, victim_kb
 from oomlens.report.schema import SCHEMA, event_id, event_json, summary_json
-from oomlens.report.summary import victim_rss_kb
 from oomlens.units import format_bytes
 
 SUMMARY_COLUMNS = (
@@ -103,7 +102,7 @@ def _text(found: Investigation, chosen: list[Analysed], details: bool, env: Env)
     rows, styles = [], []
     for item in chosen:
         main = item.diagnosis.main
-        freed = victim_rss_kb(item.event)
+        freed = victim_kb(item.event)
         rows.append([
             _when(item), scope(item.event), _victim(item),
             "-" if freed is None else format_bytes(freed * 1024),
@@ -167,7 +166,7 @@ def _details(item: Analysed, env: Env) -> list[str]:
         )
     victim = event.victim
     if victim is not None:
-        freed = victim_rss_kb(event)
+        freed = victim_kb(event)
         out.append(
             f"Victim: {victim.comm} (pid {victim.pid}) freed "
             f"{format_bytes(None if freed is None else freed * 1024)}"
@@ -217,7 +216,7 @@ def _consumers(item: Analysed) -> list[str]:
         count = len(consumer.pids)
         label = f"{count} × {consumer.name}" if count > 1 else (
             f"{consumer.name} ({consumer.pids[0]})")
-        share = "-" if consumer.share is None else f"{min(consumer.share, 9.99) * 100:.1f}%"
+        share = "-" if consumer.share is None else f"{consumer.share * 100:.1f}%"
         rows.append([label, format_bytes(consumer.rss_kb * 1024),
                      format_bytes(consumer.swap_kb * 1024), share])
     return ["Top consumers (task table):",

@@ -14,9 +14,8 @@ from oomlens.health import Finding, assess, memcg_usage_share
 from oomlens.kernel.domain import DomainKind, OomDomain
 from oomlens.postmortem import Analysed, investigate
 from oomlens.ranking import RankedProcess, all_domains, rank_domain
-from oomlens.report.facts import scope
+from oomlens.report.facts import scope, victim_kb
 from oomlens.report.schema import event_time
-from oomlens.report.summary import victim_rss_kb
 from oomlens.system.meminfo import read_vmstat
 from oomlens.system.snapshot import Snapshot, take_snapshot
 from oomlens.units import format_bytes, format_share
@@ -145,7 +144,7 @@ def _kill_json(item: Analysed) -> dict[str, Any]:
         "scope": scope(event),
         "victim": None if event.victim is None else {
             "pid": event.victim.pid, "comm": event.victim.comm,
-            "rss_kib": victim_rss_kb(event)},
+            "rss_kib": victim_kb(event)},
         "main_finding": None if main is None else {
             "code": main.code, "severity": main.severity, "message": main.message},
     }
