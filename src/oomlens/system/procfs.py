@@ -152,3 +152,30 @@ def pids(proc_root: str) -> list[int]:
 
 def has_cap(cap_eff: int, capability: int) -> bool:
     return bool(cap_eff >> capability & 1)
+
+
+def parse_cgroup_paths(text: str) -> tuple[str, ...]:
+    """Every hierarchy's cgroup path in `/proc/<pid>/cgroup` (`id:controllers:path`
+    per line; kernel/cgroup/cgroup.c: proc_cgroup_show()), without repeats."""
+    paths: dict[str, None] = {}
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3:
+            paths[parts[2]] = None
+    return tuple(paths)
+
+
+def read_exe(proc_root: str, pid: int) -> str | None:
+    """The executable's path (`/proc/<pid>/exe`); None for kernel threads, zombies and
+    when the kernel refuses (another user's process without CAP_SYS_PTRACE)."""
+    try:
+        return os.readlink(f"{proc_root}/{pid}/exe")
+    except OSError:
+        return None
+
+
+def read_cgroup_paths(proc_root: str, pid: int) -> tuple[str, ...] | None:
+    try:
+        return parse_cgroup_paths(read_text(f"{proc_root}/{pid}/cgroup"))
+    except OSError:
+        return None
