@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import BinaryIO, TextIO
@@ -22,6 +23,8 @@ class ExitStatus(IntEnum):
     USAGE = 2  # bad option, unknown pid or cgroup, bad input
     PERMISSION = 3  # the kernel refused (EACCES/EPERM)
     UNSUPPORTED = 4  # this system lacks what the command needs
+    CANNOT_EXECUTE = 126  # `oomlens run`: the command is not executable (as env(1))
+    COMMAND_NOT_FOUND = 127  # `oomlens run`: no such command (as env(1))
     INTERRUPTED = 130
 
 
@@ -38,6 +41,12 @@ class Env:
     log_dir: str = "/var/log"
     kmsg: str = "/dev/kmsg"
     stdin: BinaryIO | None = None
+    # Where the change journal lives (`--state-dir` overrides); see default_state_dir.
+    state_dir: str = "/var/lib/oomlens"
+    # Who runs oomlens, as the journal records it ("alice via sudo (uid 0)").
+    actor: str = "root (uid 0)"
+    # Where `systemd-dropin` writes (`OOMLENS_SYSTEMD_DIR`, for a chroot or a test).
+    systemd_dir: str = "/etc/systemd/system"
 
     @classmethod
     def from_process(cls) -> Env:
@@ -47,4 +56,33 @@ class Env:
                    os.environ.get("OOMLENS_PROC_ROOT", "/proc"),
                    os.environ.get("OOMLENS_LOG_DIR", "/var/log"),
                    os.environ.get("OOMLENS_KMSG", "/dev/kmsg"),
-                   sys.stdin.buffer)
+                   sys.stdin.buffer,
+                   default_state_dir(os.environ, os.geteuid()),
+                   actor(os.environ, os.getuid()),
+                   os.environ.get("OOMLENS_SYSTEMD_DIR", "/etc/systemd/system"))
+
+
+def default_state_dir(environ: Mapping[str, str], euid: int) -> str:
+    """`$OOMLENS_STATE_DIR`, else `/var/lib/oomlens` for root, else
+    `$XDG_STATE_HOME/oomlens` (`~/.local/state/oomlens` by the XDG default)."""
+    if environ.get("OOMLENS_STATE_DIR"):
+        return environ["OOMLENS_STATE_DIR"]
+    if euid == 0:
+        return "/var/lib/oomlens"
+    home = environ.get("HOME") or os.path.expanduser("~")
+    xdg = environ.get("XDG_STATE_HOME") or os.path.join(home, ".local", "state")
+    return os.path.join(xdg, "oomlens")
+
+
+def actor(environ: Mapping[str, str], uid: int) -> str:
+    """The person behind a change: the login name, and who sudo'ed."""
+    import pwd
+
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = str(uid)
+    sudo_user = environ.get("SUDO_USER")
+    if sudo_user and sudo_user != name:
+        return f"{sudo_user} via sudo ({name}, uid {uid})"
+    return f"{name} (uid {uid})"

@@ -9,59 +9,28 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timedelta
 
 from oomlens import __version__
+from oomlens.cli.argtypes import moment, positive_float, positive_int
 from oomlens.cli.env import Env, ExitStatus
+from oomlens.cli.protect_args import add_protection_commands
 
 EPILOG = """\
 exit status:
   0  ok
-  1  a check found a problem (oomlens --check)
-  2  usage or input error (bad option, unknown pid or cgroup)
-  3  permission denied by the kernel
+  1  a check found a problem (oomlens --check), a safety rule refused a change,
+     or some changes failed
+  2  usage or input error (bad option, unknown pid or cgroup, invalid policy)
+  3  permission denied by the kernel (e.g. a negative oom_score_adj without
+     CAP_SYS_RESOURCE)
   4  unsupported system (no /proc, no memory cgroup where one is needed)
 
 Every command takes --json (schemas: docs/json.md). Colour only on a terminal;
 NO_COLOR disables it.
 """
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0: {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
-    return int(_positive_float(text))
-
-
-def _moment(text: str) -> datetime:
-    """`2025-08-12`, `2025-08-12T03:54`, `2025-08-12 03:54:03+02:00`, or a time ago:
-    `30m`, `2h`, `7d`, `1w`; `today`, `yesterday`. Without a zone: local time."""
-    now = datetime.now().astimezone()
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    if text[:-1].isdigit() and text[-1:] in units:
-        return now - timedelta(seconds=int(text[:-1]) * units[text[-1]])
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    if text in ("today", "yesterday"):
-        return midnight - timedelta(days=1 if text == "yesterday" else 0)
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not a time: {text!r} (use 2025-08-12, 2025-08-12T03:54, 2h, 7d, today)"
-        ) from None
-    return when if when.tzinfo is not None else when.astimezone()
 
 
 def _add_filters(parser: argparse.ArgumentParser) -> None:
@@ -95,21 +64,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_filters(ls)
     ls.add_argument("--all-domains", action="store_true",
                     help="one ranking per OOM domain (global and each limited memcg)")
-    ls.add_argument("--limit", type=_positive_int, metavar="N", help="show the first N only")
+    ls.add_argument("--limit", type=positive_int, metavar="N", help="show the first N only")
     ls.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                     help="machine-readable output")
 
     top = sub.add_parser("top", help="the kill order, live (q quits, ? helps)",
                          epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_filters(top)
-    top.add_argument("--interval", type=_positive_float, default=2.0, metavar="SECONDS",
+    top.add_argument("--interval", type=positive_float, default=2.0, metavar="SECONDS",
                      help="refresh interval (default 2)")
     top.add_argument("--once", action="store_true",
                      help="print one screen and exit (for scripts and dumb terminals)")
 
     explain = sub.add_parser("explain", help="the kernel's formula with one process's numbers",
                              epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    explain.add_argument("pid", type=_positive_int, help="process id")
+    explain.add_argument("pid", type=positive_int, help="process id")
     explain.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                          help="machine-readable output")
     report = sub.add_parser(
@@ -121,19 +90,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("sources", nargs="*", metavar="SOURCE", help="log files, directories, -")
     report.add_argument("--details", action="store_true", help="each event in full")
-    report.add_argument("--last", type=_positive_int, metavar="N", help="the last N events only")
-    report.add_argument("--since", type=_moment, metavar="TIME", help="events at or after TIME")
-    report.add_argument("--until", type=_moment, metavar="TIME", help="events at or before TIME")
-    report.add_argument("--pid", type=_positive_int, help="events whose victim or trigger is PID")
+    report.add_argument("--last", type=positive_int, metavar="N", help="the last N events only")
+    report.add_argument("--since", type=moment, metavar="TIME", help="events at or after TIME")
+    report.add_argument("--until", type=moment, metavar="TIME", help="events at or before TIME")
+    report.add_argument("--pid", type=positive_int, help="events whose victim or trigger is PID")
     report.add_argument("--comm", metavar="NAME", help="events whose victim or trigger is NAME")
     report.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="machine-readable output (schema oomlens.report/1)")
+    add_protection_commands(sub, EPILOG)
     return parser
+
+
+# Subcommands served by a module of another name.
+_MODULES = {"protect": "adjust", "prefer": "adjust", "systemd-dropin": "dropin"}
 
 
 def _run(args: argparse.Namespace, env: Env) -> ExitStatus:
     name = args.command or "status"
-    module = importlib.import_module(f"oomlens.cli.commands.{name}")
+    module = importlib.import_module(f"oomlens.cli.commands.{_MODULES.get(name, name)}")
     status: ExitStatus = module.run(args, env)
     return status
 
@@ -143,10 +117,12 @@ def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
     from oomlens.errors import AccessDenied, NotFound, OomlensError, Unsupported, UsageError
 
     env = env or Env.from_process()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse: --help, --version, usage errors (2)
         return int(exc.code or 0)
+    args.command_line = shlex.join(["oomlens", *argv])  # the journal's "cause"
     try:
         status = int(_run(args, env))
         env.stdout.flush()  # a closed pipe must fail here, inside the boundary
