@@ -9,7 +9,9 @@ Measures, on this machine and in this run, against named baselines:
   pass`; `oomlens --help` against `python -c pass` and `python -c "import argparse"`;
 - logscan: OOM reports found in a 1 GiB syslog by oomlens' log pipeline, against
   `grep -c 'Killed process'`; its peak RSS; `oomlens report --json`; parse time per
-  report.
+  report;
+- enforce: exec of a matching program to its oom_score_adj set, `oomlens enforce` with
+  process events and with polling against the every-minute cron loop; idle CPU; a storm.
 
 With no NAME all run, a table is printed and bench/RESULTS.md is rewritten; with
 names (`bench/run.py logscan`) only those run and only their parts of RESULTS.md are
@@ -31,10 +33,10 @@ from benchlib import BENCH_DIR, BenchmarkFailed, Part, log, machine_info, now_ut
 
 RESULTS = BENCH_DIR / "RESULTS.md"
 # Order of the sections in RESULTS.md.
-BENCHMARKS = ("scan_procs", "cli_latency", "logscan")
+BENCHMARKS = ("scan_procs", "cli_latency", "logscan", "enforce")
 # Order of the runs: wall times first (no extra processes, nothing big in the page
 # cache yet), the log scan (which fills the page cache with 1.25 GiB) last.
-RUN_ORDER = ("cli_latency", "scan_procs", "logscan")
+RUN_ORDER = ("cli_latency", "scan_procs", "enforce", "logscan")
 
 
 def _on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -53,6 +55,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--small-mib", type=int, default=256,
                         help="size of logscan's second syslog, for peak RSS vs size (256)")
     parser.add_argument("--log-reps", type=int, default=3, help="logscan runs per method (3)")
+    parser.add_argument("--enforce-starts", type=int, default=1000,
+                        help="program starts per enforce mode (1000)")
+    parser.add_argument("--idle-seconds", type=float, default=60,
+                        help="enforce idle CPU window, s (60)")
+    parser.add_argument("--storm-starts", type=int, default=6000,
+                        help="program starts in the enforce storm (6000)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="report file")
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHMARKS]

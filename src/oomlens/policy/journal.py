@@ -29,6 +29,7 @@ from enum import StrEnum
 from types import TracebackType
 
 from oomlens.errors import AccessDenied, NotFound, OomlensError
+from oomlens.system.procfs import translate_os_error
 
 JOURNAL_NAME = "journal.sqlite"
 BUSY_TIMEOUT_S = 10.0
@@ -171,9 +172,9 @@ def _change_from_row(row: sqlite3.Row) -> Change:
 
 
 def _os_error(err: OSError, path: str) -> OomlensError:
-    """EACCES/EPERM become AccessDenied with a hint; anything else names the path."""
+    """The one translator's error (system/procfs.py), with a hint on what to do."""
     where = err.filename if isinstance(err.filename, str) else path
-    if isinstance(err, PermissionError):
+    if isinstance(translate_os_error(err, where), AccessDenied):
         return AccessDenied(where, hint=_ACCESS_HINT)
     return OomlensError(f"cannot open the journal at {where}: {err.strerror}")
 
