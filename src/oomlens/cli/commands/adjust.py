@@ -110,14 +110,15 @@ def run(args: argparse.Namespace, env: Env) -> ExitStatus:
     return report.status()
 
 
-def _apply(plan: Plan, args: argparse.Namespace, env: Env) -> tuple[list[Outcome], str]:
+def _apply(plan: Plan, args: argparse.Namespace, env: Env) -> tuple[list[Outcome], str | None]:
+    """Apply the steps that change something (nothing to change opens no journal)."""
     from oomlens.policy.journal import BatchKind, Journal
     from oomlens.system.oomadj import boot_id
 
     steps = [s for s in plan.steps if s.changes]
+    if not steps:
+        return [], None
     with Journal.open(state_dir_of(args, env)) as journal:
-        if not steps:
-            return [], journal.path
         batch = journal.begin_batch(env.actor, args.command_line, BatchKind.COMMAND)
         return (apply_steps(steps, journal, batch, args.command_line, boot_id(env.proc_root),
                             env.proc_root), journal.path)

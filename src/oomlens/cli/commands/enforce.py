@@ -7,7 +7,7 @@ import argparse
 import json
 import time
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oomlens.cli.env import Env, ExitStatus
 from oomlens.cli.protect_args import state_dir_of
@@ -21,6 +21,9 @@ from oomlens.daemons.enforce import (
 )
 from oomlens.errors import AccessDenied, Unsupported
 from oomlens.policy.rules import Policy
+
+if TYPE_CHECKING:
+    from oomlens.system.cnproc import ExecEvents
 
 SCHEMA = "oomlens.enforce/1"
 
@@ -58,15 +61,16 @@ def _validated(policy: Policy, env: Env) -> ExitStatus:
     return ExitStatus.OK
 
 
-def _events(args: argparse.Namespace, env: Env, log: Log) -> Any:
+def _events(args: argparse.Namespace, env: Env, log: Log) -> ExecEvents | None:
     """Subscribe to exec events, or say once why /proc is polled instead."""
     if args.poll:
         return None
     from oomlens.system.cnproc import ExecEvents, kernel_filters_events
 
     try:
-        with open(f"{env.proc_root}/sys/kernel/osrelease") as handle:
-            release = handle.read().strip()
+        from oomlens.system.procfs import read_text
+
+        release = read_text(f"{env.proc_root}/sys/kernel/osrelease").strip()
         return ExecEvents(kernel_filters_events(release))
     except (Unsupported, AccessDenied) as err:
         log({"event": "polling", "message": f"{err}; polling /proc every {args.interval} s"})
@@ -83,6 +87,7 @@ def run(args: argparse.Namespace, env: Env) -> ExitStatus:
         from oomlens.policy.journal import Journal
 
         journal = Journal.open(state_dir_of(args, env))
+    events = None
     try:
         enforcer = Enforcer(policy, machine_of(env.proc_root), journal, log, env.actor,
                             args.command_line)
@@ -97,6 +102,8 @@ def run(args: argparse.Namespace, env: Env) -> ExitStatus:
             serve(enforcer, Options(args.policy, events is None, args.interval, rescan),
                   events, time.monotonic)
     finally:
+        if events is not None:
+            events.close()
         if journal is not None:
             journal.close()
     counters = enforcer.counters
