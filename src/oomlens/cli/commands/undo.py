@@ -13,7 +13,7 @@ from oomlens.cli.render.json import write_json
 from oomlens.cli.render.table import Column, render_table
 from oomlens.errors import UsageError
 from oomlens.policy.apply import Result
-from oomlens.policy.journal import BatchKind, Change, Journal
+from oomlens.policy.journal import BatchKind, Change, ChangeState, Journal
 from oomlens.policy.undo import Restore, UndoContext, undo_changes
 
 SCHEMA = "oomlens.undo/1"
@@ -25,6 +25,8 @@ def chosen(args: argparse.Namespace, journal: Journal) -> list[Change]:
         if args.last or args.all or args.since:
             raise UsageError("give a CHANGE_ID or one of --last, --all, --since, not both")
         change = journal.change(args.change)
+        if change.state is ChangeState.FAILED:
+            raise UsageError(f"change #{change.id} failed: there is nothing to undo")
         if change.undone_by is not None:
             raise UsageError(f"change #{change.id} was already undone by #{change.undone_by}")
         return [change]
