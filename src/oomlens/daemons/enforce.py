@@ -95,9 +95,10 @@ class Enforcer:
         share = killable / total if total else 1.0
         if share < self.policy.limits.min_killable_share:
             self.log({"event": "warning", "killable_share": round(share, 4),
-                      "message": f"processes that can never be killed hold {1 - share:.1%} "
-                      f"of process memory; at least {self.policy.limits.min_killable_share:.0%}"
-                      " should stay killable so an OOM has something to free"})
+                      "message": f"processes that can never be killed hold "
+                      f"{format_share(1 - share)} of process memory; at least "
+                      f"{format_share(self.policy.limits.min_killable_share)} should stay "
+                      "killable so an OOM has something to free"})
 
     def evaluate(self, pid: int) -> tuple[int, int] | None:
         """Apply the policy to one process; a process that exits meanwhile is normal.
@@ -107,6 +108,9 @@ class Enforcer:
             with ProcessHandle.open(pid, self.machine.proc_root) as handle:
                 return None if handle.is_kthread else self._evaluate(handle)
         except ProcessGone:
+            return None
+        except OomlensError as err:  # one unreadable process must not stop the daemon
+            self.log({"event": "error", "pid": pid, "error": str(err)})
             return None
 
     def _evaluate(self, handle: ProcessHandle) -> tuple[int, int] | None:
@@ -265,9 +269,8 @@ class Signals:
 
 
 class PidPoller:
-    """New pids since the last poll; a new process that matched nothing is looked at
-    again for a few polls, since fork() and exec() are usually close but not always
-    within one interval."""
+    """New pids since the last poll; each new pid is looked at again for a few polls,
+    since fork() and exec() are usually close but not always within one interval."""
 
     RECHECKS = 3
 
@@ -288,8 +291,9 @@ class PidPoller:
 
 
 def serve(enforcer: Enforcer, options: Options, events: ExecEvents | None,
-          clock: Callable[[], float]) -> None:
-    """Run until SIGTERM/SIGINT: sweep once, then follow new programs.
+          clock: Callable[[], float], ready: Callable[[], None]) -> None:
+    """Run until SIGTERM/SIGINT: sweep once, call `ready` (the signals are handled
+    from then on), then follow new programs.
 
     `events`: a subscribed system/cnproc.ExecEvents, or None to poll /proc."""
     import select
@@ -303,6 +307,7 @@ def serve(enforcer: Enforcer, options: Options, events: ExecEvents | None,
     if events is not None:
         poller.register(events.fileno(), select.POLLIN)
     enforcer.sweep()
+    ready()
     next_rescan = clock() + options.rescan if options.rescan else None
     while not signals.stop:
         timeouts = [t for t in (options.interval if pid_poller else None,

@@ -97,10 +97,10 @@ def run(args: argparse.Namespace, env: Env) -> ExitStatus:
             events = _events(args, env, log)
             mode = "process events" if events is not None else "polling /proc"
             rescan = args.rescan or (60.0 if events is None else None)
-            log({"event": "started", "policy": policy.path, "rules": len(policy.rules),
-                 "mode": mode, "rescan_s": rescan})
+            started = {"event": "started", "policy": policy.path, "rules": len(policy.rules),
+                       "mode": mode, "rescan_s": rescan}
             serve(enforcer, Options(args.policy, events is None, args.interval, rescan),
-                  events, time.monotonic)
+                  events, time.monotonic, lambda: log(started))
     finally:
         if events is not None:
             events.close()
@@ -109,6 +109,8 @@ def run(args: argparse.Namespace, env: Env) -> ExitStatus:
     counters = enforcer.counters
     log({"event": "done" if args.once else "stopped", "applied": counters.applied,
          "denied": counters.denied, "failed": counters.failed, "refused": counters.refused})
+    if not args.once:  # a daemon stopped cleanly; its failures are in the log
+        return ExitStatus.OK
     if counters.denied:
         return ExitStatus.PERMISSION
     return ExitStatus.PROBLEM if counters.failed else ExitStatus.OK
