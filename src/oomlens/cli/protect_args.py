@@ -129,7 +129,7 @@ def add_protection_commands(sub: argparse._SubParsersAction[argparse.ArgumentPar
     undo.add_argument("--force", action="store_true",
                       help="restore even where the value was changed again since")
     _state_dir(undo)
-    _json(undo, "oomlens.adjust/1")
+    _json(undo, "oomlens.undo/1")
 
     dropin = sub.add_parser(
         "systemd-dropin", help="write the OOMScoreAdjust= drop-in of a systemd unit",

@@ -78,7 +78,9 @@ def _undo_adj(change: Change, ctx: UndoContext) -> Restore:
     with handle:
         current = str(handle.oom_score_adj())
         skipped = _changed_since(change, current, ctx)
-        if skipped is not None or ctx.dry_run or change.old is None:
+        if change.old is None:
+            return Restore(change, Result.FAILED, current, why="no old value was recorded")
+        if skipped is not None or ctx.dry_run:
             return skipped or Restore(change, Result.PLANNED, current)
         change_id = _record(change, current, ctx)
         try:

@@ -103,7 +103,8 @@ def run(args: argparse.Namespace, env: Env) -> ExitStatus:
                        snapshot.meminfo.mem_total_kib // kib_per_page, snapshot.page_size,
                        limits_of(args))
     report = Report(args.command, value, target, plan, refused, shared_mm_warnings(plan, snapshot),
-                    dry_run=args.dry_run or (bool(refused) and not args.force))
+                    dry_run=args.dry_run or (bool(refused) and not args.force),
+                    forced=args.force)
     if not report.dry_run:
         report.outcomes, report.journal_path = _apply(plan, args, env)
     _render(report, args, env)
@@ -133,6 +134,7 @@ class Report:
     refused: list[Refusal]
     warnings: list[str]
     dry_run: bool
+    forced: bool
     outcomes: list[Outcome] | None = None
     journal_path: str | None = None
 
@@ -152,7 +154,7 @@ class Report:
         results = {o.result for o in self.outcomes or ()}
         if Result.DENIED in results:
             return ExitStatus.PERMISSION
-        if Result.FAILED in results or (self.refused and self.outcomes is None):
+        if Result.FAILED in results or (self.refused and not self.forced):
             return ExitStatus.PROBLEM
         return ExitStatus.OK
 
@@ -199,7 +201,7 @@ def report_json(report: Report, args: argparse.Namespace) -> dict[str, Any]:
         "legacy_oom_adj": report.value.legacy_oom_adj,
         "target": report.target.describe(),
         "refused": [{"pid": r.pid, "message": r.message} for r in report.refused],
-        "forced": bool(args.force and report.refused),
+        "forced": report.forced and bool(report.refused),
         "warnings": report.warnings,
         "kernel_threads_skipped": [p.pid for p in report.plan.kernel_threads],
         "journal": report.journal_path,

@@ -48,7 +48,8 @@ def run(args: argparse.Namespace, env: Env) -> ExitStatus:
         "systemd_running": os.path.isdir("/run/systemd/system"),
         "daemon_reload_needed": changed,
         "running_processes": [{"pid": pid, "oom_score_adj": adj} for pid, adj in running],
-        "restart_needed": value is not None and any(adj != value for _, adj in running),
+        "restart_needed": bool(running) and (changed if value is None
+                                             else any(adj != value for _, adj in running)),
     }
     _render(doc, args, env)
     return ExitStatus.OK

@@ -53,7 +53,14 @@ def describe(entry: dict[str, Any]) -> str:
     return f"{event}: {details}"
 
 
-def _validated(policy: Policy, env: Env) -> ExitStatus:
+def _validated(policy: Policy, env: Env, as_json: bool) -> ExitStatus:
+    if as_json:
+        env.stdout.write(json.dumps({
+            "schema": SCHEMA, "event": "valid", "policy": policy.path,
+            "rules": [{"name": r.name, "line": r.line, "matchers": r.matchers.describe(),
+                       "action": r.action.value, "oom_score_adj": r.oom_score_adj,
+                       "force": r.force} for r in policy.rules]}) + "\n")
+        return ExitStatus.OK
     env.stdout.write(f"{policy.path}: valid, {len(policy.rules)} rules\n")
     for rule in policy.rules:
         env.stdout.write(f"  line {rule.line}: {rule.name}: {rule.matchers.describe()} -> "
@@ -80,7 +87,7 @@ def _events(args: argparse.Namespace, env: Env, log: Log) -> ExecEvents | None:
 def run(args: argparse.Namespace, env: Env) -> ExitStatus:
     policy = load_policy(args.policy)
     if args.validate:
-        return _validated(policy, env)
+        return _validated(policy, env, getattr(args, "json", False))
     log = make_log(env, getattr(args, "json", False))
     journal = None
     if not args.dry_run:
@@ -113,4 +120,4 @@ def run(args: argparse.Namespace, env: Env) -> ExitStatus:
         return ExitStatus.OK
     if counters.denied:
         return ExitStatus.PERMISSION
-    return ExitStatus.PROBLEM if counters.failed else ExitStatus.OK
+    return ExitStatus.PROBLEM if counters.failed or counters.refused else ExitStatus.OK

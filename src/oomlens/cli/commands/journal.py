@@ -18,7 +18,7 @@ SCHEMA = "oomlens.journal/1"
 
 def run(args: argparse.Namespace, env: Env) -> ExitStatus:
     state_dir = state_dir_of(args, env)
-    path = os.path.join(state_dir, JOURNAL_NAME)
+    path = os.path.abspath(os.path.join(state_dir, JOURNAL_NAME))
     changes: list[Change] = []
     if os.path.exists(path):  # reading must not create a journal
         with Journal.open(state_dir) as journal:
@@ -68,7 +68,7 @@ def state_text(change: Change) -> str:
 
 def change_json(change: Change) -> dict[str, Any]:
     return {
-        "id": change.id, "batch": change.batch, "at": change.at.isoformat(),
+        "id": change.id, "batch": change.batch, "at": change.at.isoformat(timespec="microseconds"),
         "actor": change.actor, "kind": change.kind.value, "target": change.target,
         "pid": change.pid, "start_time_ticks": change.start_time_ticks,
         "boot_id": change.boot_id, "comm": change.comm, "cmdline": change.cmdline,
