@@ -21,7 +21,13 @@ from oomlens.policy.journal import Batch, BatchKind, ChangeKind, ChangeState, In
 from oomlens.policy.match import Need, Subject
 from oomlens.policy.rules import Action, Policy, Rule, parse_policy
 from oomlens.system.oomadj import ProcessHandle
-from oomlens.system.procfs import parse_cgroup_paths, parse_cmdline, parse_status, pids
+from oomlens.system.procfs import (
+    UserNames,
+    parse_cgroup_paths,
+    parse_cmdline,
+    parse_status,
+    pids,
+)
 from oomlens.units import format_share
 
 if TYPE_CHECKING:
@@ -74,7 +80,7 @@ class Enforcer:
     command_line: str
     counters: Counters = field(default_factory=Counters)
     _batch: Batch | None = None
-    _users: dict[int, str] = field(default_factory=dict)
+    _users: UserNames = field(default_factory=UserNames)
     _refused: set[tuple[int, int]] = field(default_factory=set)
 
     def set_policy(self, policy: Policy) -> None:
@@ -134,23 +140,11 @@ class Enforcer:
         from oomlens.policy.targets import unit_of
 
         return Subject(
-            pid=handle.pid, comm=handle.comm, uid=uid, user=self._user(uid),
+            pid=handle.pid, comm=handle.comm, uid=uid, user=self._users(uid),
             cmdline=parse_cmdline(handle.read("cmdline")) if needs & Need.CMDLINE else None,
             exe=handle.readlink("exe") if needs & Need.EXE else None,
             cgroups=cgroups, unit=unit_of(cgroups, None),
         )
-
-    def _user(self, uid: int) -> str:
-        name = self._users.get(uid)
-        if name is None:
-            import pwd
-
-            try:
-                name = pwd.getpwuid(uid).pw_name
-            except KeyError:
-                name = str(uid)
-            self._users[uid] = name
-        return name
 
     def _too_big(self, handle: ProcessHandle, rule: Rule, held_kib: int) -> bool:
         """The safety cap of policy/safety.py for one process: protecting (-1000) a

@@ -36,6 +36,7 @@ from oomlens.system.procfs import (
     has_cap,
     parse_stat,
     parse_status,
+    read_bytes,
     read_record,
     translate_os_error,
 )
@@ -135,14 +136,7 @@ class ProcessHandle:
         """The whole file `name` of this process (`status`, `cgroup`, `cmdline`),
         read until EOF through the directory. Raises ProcessGone, AccessDenied."""
         try:
-            fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._fd)
-            try:
-                chunks = []
-                while chunk := os.read(fd, 65536):
-                    chunks.append(chunk)
-                return b"".join(chunks)
-            finally:
-                os.close(fd)
+            return read_bytes(name, dir_fd=self._fd)
         except OSError as err:
             raise self._read_error(err, f"{self.path}/{name}") from err
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pwd
 import re
 from dataclasses import dataclass
 
@@ -31,10 +32,11 @@ def translate_os_error(err: OSError, path: str, pid: int | None = None) -> Oomle
     return OomlensError(f"cannot read {path}: {err.strerror}")
 
 
-def read_bytes(path: str) -> bytes:
+def read_bytes(path: str, dir_fd: int | None = None) -> bytes:
     """Whole file with raw syscalls, reading until EOF: seq_files such as
-    `cgroup.procs`, `mountinfo` and `vmstat` return about one page per read()."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    `cgroup.procs`, `mountinfo` and `vmstat` return about one page per read().
+    With `dir_fd`, `path` is relative to that open directory."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
         chunks = []
         while chunk := os.read(fd, 65536):
@@ -179,3 +181,20 @@ def read_cgroup_paths(proc_root: str, pid: int) -> tuple[str, ...] | None:
         return parse_cgroup_paths(read_text(f"{proc_root}/{pid}/cgroup"))
     except OSError:
         return None
+
+
+class UserNames:
+    """uid -> user name, each uid looked up once (the uid itself when it has none)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[int, str] = {}
+
+    def __call__(self, uid: int) -> str:
+        name = self._cache.get(uid)
+        if name is None:
+            try:
+                name = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                name = str(uid)
+            self._cache[uid] = name
+        return name

@@ -9,7 +9,6 @@ cgroup's `cgroup.procs` instead of one more read per process.
 from __future__ import annotations
 
 import os
-import pwd
 from dataclasses import dataclass, field
 
 from oomlens.errors import AccessDenied, OomlensError, ProcessGone, Unsupported
@@ -21,6 +20,7 @@ from oomlens.system.meminfo import MemInfo, read_meminfo, read_sysctls
 from oomlens.system.procfs import (
     CAP_SYS_ADMIN,
     PF_KTHREAD,
+    UserNames,
     has_cap,
     parse_cmdline,
     parse_proc_cgroup,
@@ -76,21 +76,6 @@ class ScanNotes:
         self.denied[what] = self.denied.get(what, 0) + 1
 
 
-class _UserNames:
-    def __init__(self) -> None:
-        self._cache: dict[int, str] = {}
-
-    def __call__(self, uid: int) -> str:
-        name = self._cache.get(uid)
-        if name is None:
-            try:
-                name = pwd.getpwuid(uid).pw_name
-            except KeyError:
-                name = str(uid)
-            self._cache[uid] = name
-        return name
-
-
 def _read_optional_int(path: str, pid: int, notes: ScanNotes, what: str) -> int | None:
     try:
         return int(read_record(path))
@@ -107,7 +92,7 @@ def read_process(
     pid: int,
     memcg_of: dict[int, str],
     memcg_version: int | None,
-    users: _UserNames,
+    users: UserNames,
     notes: ScanNotes,
 ) -> Process:
     """Read one process. Raises ProcessGone if it exits while we read."""
@@ -175,7 +160,7 @@ def scan_processes(
 ) -> tuple[list[Process], ScanNotes]:
     """Every process that exists now, skipping (and counting) those that exit mid-read."""
     notes = ScanNotes()
-    users = _UserNames()
+    users = UserNames()
     found: list[Process] = []
     owners = memcg_of or {}
     for pid in pids(proc_root):
