@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from oomlens import __version__
 from oomlens.cli.argtypes import moment, positive_float, positive_int
 from oomlens.cli.env import Env, ExitStatus
+from oomlens.cli.events_args import add_event_commands
 from oomlens.cli.protect_args import add_protection_commands
 
 EPILOG = """\
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="machine-readable output (schema oomlens.report/1)")
     add_protection_commands(sub, EPILOG)
+    add_event_commands(sub, EPILOG)
     return parser
 
 

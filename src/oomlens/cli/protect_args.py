@@ -57,7 +57,7 @@ def _state_dir(parser: argparse.ArgumentParser) -> None:
                         "/var/lib/oomlens as root, else $XDG_STATE_HOME/oomlens)")
 
 
-def _json(parser: argparse.ArgumentParser, schema: str) -> None:
+def json_option(parser: argparse.ArgumentParser, schema: str) -> None:
     parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help=f"machine-readable output (schema {schema})")
 
@@ -85,7 +85,7 @@ def _target(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-killable-share", type=_share, metavar="SHARE",
                         help="share of process memory that must stay killable (50%%)")
     _state_dir(parser)
-    _json(parser, "oomlens.adjust/1")
+    json_option(parser, "oomlens.adjust/1")
 
 
 def add_protection_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -115,7 +115,7 @@ def add_protection_commands(sub: argparse._SubParsersAction[argparse.ArgumentPar
     journal.add_argument("--pid", type=positive_int, help="changes of this pid")
     journal.add_argument("--limit", type=positive_int, metavar="N", help="the last N changes")
     _state_dir(journal)
-    _json(journal, "oomlens.journal/1")
+    json_option(journal, "oomlens.journal/1")
 
     undo = sub.add_parser("undo", help="restore the values a change replaced",
                           epilog=epilog, formatter_class=fmt)
@@ -129,7 +129,7 @@ def add_protection_commands(sub: argparse._SubParsersAction[argparse.ArgumentPar
     undo.add_argument("--force", action="store_true",
                       help="restore even where the value was changed again since")
     _state_dir(undo)
-    _json(undo, "oomlens.undo/1")
+    json_option(undo, "oomlens.undo/1")
 
     dropin = sub.add_parser(
         "systemd-dropin", help="write the OOMScoreAdjust= drop-in of a systemd unit",
@@ -141,7 +141,7 @@ def add_protection_commands(sub: argparse._SubParsersAction[argparse.ArgumentPar
     dropin.add_argument("--remove", action="store_true", help="remove oomlens's drop-in")
     dropin.add_argument("--dry-run", action="store_true", help="print the drop-in, write nothing")
     _state_dir(dropin)
-    _json(dropin, "oomlens.dropin/1")
+    json_option(dropin, "oomlens.dropin/1")
 
     enforce = sub.add_parser(
         "enforce", help="keep a policy applied to existing and new processes",
@@ -164,7 +164,7 @@ def add_protection_commands(sub: argparse._SubParsersAction[argparse.ArgumentPar
                          help="also re-check every process this often (default: 60 when "
                          "polling, never with process events)")
     _state_dir(enforce)
-    _json(enforce, "oomlens.enforce/1, one object per line")
+    json_option(enforce, "oomlens.enforce/1, one object per line")
 
 
 def state_dir_of(args: argparse.Namespace, env: Env) -> str:
