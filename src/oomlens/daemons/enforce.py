@@ -10,7 +10,6 @@ list of pids in /proc. Imports only what that needs: this runs for months as roo
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -229,39 +228,6 @@ class Options:
     rescan: float | None  # full sweep every so often, seconds
 
 
-class Signals:
-    """SIGHUP (reload) and SIGTERM/SIGINT (stop) as flags, plus a pipe that wakes the
-    loop's poll() (signal.set_wakeup_fd), so a signal is handled at once and never
-    interrupts a write half-way."""
-
-    def __init__(self) -> None:
-        import signal
-
-        self.reload = False
-        self.stop = False
-        self._read, write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(write)
-        signal.signal(signal.SIGHUP, self._on_hup)
-        signal.signal(signal.SIGTERM, self._on_stop)
-        signal.signal(signal.SIGINT, self._on_stop)
-
-    def _on_hup(self, *_: object) -> None:
-        self.reload = True
-
-    def _on_stop(self, *_: object) -> None:
-        self.stop = True
-
-    def fileno(self) -> int:
-        return self._read
-
-    def drain(self) -> None:
-        try:
-            while os.read(self._read, 512):
-                pass
-        except BlockingIOError:
-            pass
-
-
 class PidPoller:
     """New pids since the last poll; each new pid is looked at again for a few polls,
     since fork() and exec() are usually close but not always within one interval."""
@@ -292,6 +258,7 @@ def serve(enforcer: Enforcer, options: Options, events: ExecEvents | None,
     `events`: a subscribed system/cnproc.ExecEvents, or None to poll /proc."""
     import select
 
+    from oomlens.daemons.signals import Signals
     from oomlens.system.cnproc import Overrun
 
     signals = Signals()
