@@ -114,6 +114,20 @@ class ReportParser:
             stream = self._streams[line.stream] = _Stream()
         return _feed(stream, line)
 
+    def settle(self) -> list[OomEvent]:
+        """For a live follower that has read everything logged so far: close the
+        events that reached their kill line (or "no killable processes"), so they
+        are acted on now, not when the next report starts. Kill lines of a
+        memory.oom.group that the kernel logs after this point make events of
+        their own (mm/oom_kill.c: oom_kill_process() kills the victim first, then
+        the group)."""
+        closed: list[OomEvent] = []
+        for stream in self._streams.values():
+            event = stream.event
+            if event is not None and (event.victim is not None or event.no_killable):
+                closed.extend(_close(stream))
+        return closed
+
     def flush(self) -> list[OomEvent]:
         """Close every open event: at the end of a log, or for a live follower
         after a quiet period. A report still waiting for its kill line is emitted

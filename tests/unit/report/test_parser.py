@@ -176,3 +176,18 @@ def test_rhel_uid_variants() -> None:
         victim = events[0].victim
         assert victim is not None
         assert (victim.pid, victim.comm, victim.uid, victim.file_rss_kb) == (pid, "httpd", 48, 3)
+
+
+def test_settle_closes_a_report_at_its_kill_line_and_keeps_one_in_progress() -> None:
+    parser = ReportParser()
+    lines = HEAD_618.splitlines()
+    for i, text in enumerate(lines[:-1]):
+        parser.feed(LogLine(text, "t", i))
+    assert parser.settle() == []  # header and table seen, no kill line yet
+    parser.feed(LogLine(lines[-1], "t", len(lines)))
+    (event,) = parser.settle()
+    assert event.victim is not None and event.victim.pid == 29753 and event.tasks
+    assert parser.settle() == [] and parser.flush() == []
+    reaped = "oom_reaper: reaped process 29753 (tmux: client), now anon-rss:0kB, file-rss:0kB"
+    parser.feed(LogLine(reaped, "t", 99))
+    assert event.victim.reaped  # a settled event still gets its reaper line
