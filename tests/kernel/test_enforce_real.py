@@ -24,13 +24,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from daemon import EXIT_WITHIN_S, LINE_WITHIN_S, Daemon
 
 from oomlens.policy.journal import ChangeKind, ChangeState, Journal
 from oomlens.system.oomadj import boot_id, has_cap_sys_resource
@@ -42,9 +42,6 @@ SCHEMA = "oomlens.enforce/1"
 SCORE = 311  # values no other process here is expected to have
 NEW_SCORE = 422
 SET_WITHIN_S = 2.0
-LINE_WITHIN_S = 10.0
-EXIT_WITHIN_S = 10.0
-HANDLED = (signal.SIGHUP, signal.SIGTERM)
 MIB = 1 << 20
 BURST_OTHERS = 200
 BURST_TARGETS = 20
@@ -53,7 +50,7 @@ BURST_TARGETS = 20
 # scheduler may: a signal sent on "started" then meets the default dispositions.
 LATE_HANDLERS = """\
 import sys, time
-import oomlens.daemons.enforce as daemon
+import oomlens.daemons.signals as daemon
 install = daemon.Signals.__init__
 def late(self):
     time.sleep(0.5)
@@ -78,16 +75,6 @@ def wait_adj(pid: int, value: int, timeout: float = SET_WITHIN_S) -> int:
     return now
 
 
-def caught_signals(pid: int) -> set[int]:
-    """The signals `pid` has handlers for (SigCgt: bit n-1 for signal n)."""
-    with open(f"/proc/{pid}/status") as handle:
-        for line in handle:
-            if line.startswith("SigCgt:"):
-                mask = int(line.split()[1], 16)
-                return {n for n in range(1, 65) if mask >> (n - 1) & 1}
-    return set()
-
-
 def start_time_ticks(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as handle:
         return parse_stat(handle.read()).start_time_ticks
@@ -96,83 +83,6 @@ def start_time_ticks(pid: int) -> int:
 def journal_changes(state_dir: Path) -> list[Any]:
     with Journal.open(str(state_dir)) as journal:
         return journal.changes()
-
-
-class Daemon:
-    """One `oomlens enforce --json` subprocess; a thread collects its JSON lines."""
-
-    def __init__(self, argv: list[str], stderr_path: Path) -> None:
-        self.stderr_path = stderr_path
-        self.lines: list[dict[str, Any]] = []
-        self._changed = threading.Condition()
-        self._eof = False
-        with open(stderr_path, "wb") as stderr:
-            self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            entry = json.loads(raw)
-            with self._changed:
-                self.lines.append(entry)
-                self._changed.notify_all()
-        with self._changed:
-            self._eof = True
-            self._changed.notify_all()
-
-    def entries(self, event: str, **fields: Any) -> list[dict[str, Any]]:
-        with self._changed:
-            return [e for e in self.lines if e["event"] == event
-                    and all(e.get(k) == v for k, v in fields.items())]
-
-    def wait_for(self, event: str, timeout: float = LINE_WITHIN_S,
-                 **fields: Any) -> dict[str, Any]:
-        """The first `event` line with these field values; fails after `timeout`."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                found = self.entries(event, **fields)
-                if found:
-                    return found[0]
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._eof:
-                    break
-                self._changed.wait(remaining)
-        pytest.fail(f"no {event} line with {fields} within {timeout} s; lines: {self.lines}; "
-                    f"exit: {self.process.poll()}; stderr: {self.stderr()}")
-
-    def wait_handlers(self, timeout: float = LINE_WITHIN_S) -> None:
-        """After "started": until the daemon catches SIGHUP and SIGTERM."""
-        self.wait_for("started")
-        deadline = time.monotonic() + timeout
-        while not set(HANDLED) <= caught_signals(self.pid):
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                pytest.fail(f"daemon {self.pid} never caught {HANDLED}: {self.stderr()}")
-            time.sleep(0.005)
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        """SIGTERM, then the exit status (all output read)."""
-        self.process.send_signal(signal.SIGTERM)
-        status = self.process.wait(timeout=EXIT_WITHIN_S)
-        self._reader.join(timeout=EXIT_WITHIN_S)
-        return status
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=EXIT_WITHIN_S)
-        self._reader.join(timeout=EXIT_WITHIN_S)
-        assert self.process.stdout is not None
-        self.process.stdout.close()
 
 
 class Targets:
