@@ -166,3 +166,44 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         reporter.write("\n")
         reporter.write_line(message, red=True)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# PostgreSQL for the history store's tests (tests/fixtures/pgserver.py).
+POSTGRES_URL_ENV = "OOMLENS_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server for the session: $OOMLENS_TEST_POSTGRES_URL (its user must
+    be allowed to CREATE DATABASE), else a throwaway one in a temporary directory,
+    stopped and removed at the end. Where neither can be had the tests skip, or fail
+    with OOMLENS_REQUIRE_KERNEL_TESTS=1 (CI must not pass by skipping them)."""
+    if os.environ.get(POSTGRES_URL_ENV):
+        yield os.environ[POSTGRES_URL_ENV]
+        return
+    import tempfile
+
+    import pgserver
+
+    directory = tempfile.mkdtemp(prefix="oomlens-pg-")
+    try:
+        url = pgserver.start(directory)
+    except (pgserver.PgServerError, OSError) as err:
+        pgserver.stop(directory)
+        reason = f"PostgreSQL tests need a server ({err}; or set {POSTGRES_URL_ENV})"
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"{reason} ({REQUIRE_ENV}=1, so this is a failure)", pytrace=False)
+        pytest.skip(reason)
+    try:
+        yield url
+    finally:
+        pgserver.stop(directory)
+
+
+@pytest.fixture
+def postgres_db_url(postgres_url: str) -> Iterator[str]:
+    """A new empty database on the session's server for one test, dropped after it."""
+    import pgserver
+
+    with pgserver.fresh_database(postgres_url) as url:
+        yield url

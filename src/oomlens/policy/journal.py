@@ -4,11 +4,11 @@ A change is committed twice: as an *intent* before oomlens touches the system, a
 with its *outcome* after, so a crash in between leaves an `intent` row ("outcome
 unknown") rather than nothing. `oomlens undo` restores `old` exactly, newest first.
 
-Several writers share the file (two commands; a command and the daemon): WAL mode, so
-readers never block the writer; every write one `BEGIN IMMEDIATE` transaction, which
-takes the write lock up front and so waits in SQLite's busy handler instead of failing
-on a read-to-write upgrade; ids from SQLite, never from Python. `synchronous=NORMAL`
-keeps the file consistent after a power cut but may lose the last commits.
+Several writers share the file (two commands; a command and the daemon): it is
+opened as system/sqlitedb.py opens oomlens's SQLite files (private, WAL); every
+write is one `BEGIN IMMEDIATE` transaction; ids from SQLite, never from Python.
+`synchronous=NORMAL` keeps the file consistent after a power cut but may lose the
+last commits.
 
 The schema version is `PRAGMA user_version`; `_MIGRATIONS` maps each version to the
 step that makes it from the one before. A journal of a newer oomlens is refused and
@@ -18,25 +18,22 @@ left untouched; a new `ChangeKind` or `BatchKind` therefore needs a new version.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import sqlite3
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from types import TracebackType
 
-from oomlens.errors import AccessDenied, NotFound, OomlensError
-from oomlens.system.procfs import translate_os_error
+from oomlens.errors import NotFound, OomlensError
+from oomlens.system.sqlitedb import DbFile, open_private, use_wal
 
 JOURNAL_NAME = "journal.sqlite"
-BUSY_TIMEOUT_S = 10.0
-_DIR_MODE = 0o700
-_FILE_MODE = 0o600
-_SQLITE_MAGIC = b"SQLite format 3\x00"  # https://sqlite.org/fileformat.html, 1.3
-_ACCESS_HINT = "the journal must be writable: run oomlens as root or use a state directory you own"
+_JOURNAL_FILE = DbFile(
+    "journal",
+    "the journal must be writable: run oomlens as root or use a state directory you own",
+)
 
 
 class ChangeState(StrEnum):
@@ -171,69 +168,6 @@ def _change_from_row(row: sqlite3.Row) -> Change:
     )
 
 
-def _os_error(err: OSError, path: str) -> OomlensError:
-    """The one translator's error (system/procfs.py), with a hint on what to do."""
-    where = err.filename if isinstance(err.filename, str) else path
-    if isinstance(translate_os_error(err, where), AccessDenied):
-        return AccessDenied(where, hint=_ACCESS_HINT)
-    return OomlensError(f"cannot open the journal at {where}: {err.strerror}")
-
-
-def _not_sqlite(path: str) -> OomlensError:
-    return OomlensError(f"{path} is not an oomlens journal: it is not an SQLite database")
-
-
-def _sqlite_error(err: sqlite3.Error, path: str) -> OomlensError:
-    code = getattr(err, "sqlite_errorcode", None)
-    if code == sqlite3.SQLITE_NOTADB:
-        return _not_sqlite(path)
-    if code == sqlite3.SQLITE_PERM:
-        return AccessDenied(path, hint=_ACCESS_HINT)
-    return OomlensError(f"journal {path}: {err}")
-
-
-def _make_private_dirs(path: str) -> None:
-    """`mkdir -p` giving every directory it creates mode 0o700 whatever the umask
-    (os.makedirs gives parents the default mode); existing directories keep theirs."""
-    try:
-        os.mkdir(path, _DIR_MODE)
-    except FileNotFoundError:
-        parent = os.path.dirname(path)
-        if parent == path:
-            raise
-        _make_private_dirs(parent)
-        _make_private_dirs(path)
-        return
-    except FileExistsError:
-        if os.path.isdir(path):
-            return
-        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path) from None
-    os.chmod(path, _DIR_MODE)
-
-
-def _create_private_file(path: str) -> None:
-    """Create the journal 0o600 before SQLite does (SQLite would use 0o644 less the
-    umask; its -wal and -shm files copy this mode). An existing file must start with
-    the SQLite header: SQLite takes a short file of garbage for an empty database and
-    would write over it."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE)
-    except FileExistsError:
-        _require_sqlite_header(path)
-        return
-    try:
-        os.fchmod(fd, _FILE_MODE)
-    finally:
-        os.close(fd)
-
-
-def _require_sqlite_header(path: str) -> None:
-    with open(path, "rb") as journal:
-        head = journal.read(len(_SQLITE_MAGIC))
-    if head and head != _SQLITE_MAGIC:
-        raise _not_sqlite(path)
-
-
 def _user_version(conn: sqlite3.Connection, path: str) -> int:
     """The schema version; refuses one newer than this code before anything is written."""
     version: int = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -259,25 +193,10 @@ def _migrate(conn: sqlite3.Connection, path: str) -> None:
         raise
 
 
-def _use_wal(conn: sqlite3.Connection) -> None:
-    """Switch a new journal to WAL (the mode then persists in the file). While another
-    process switches it, SQLite fails at once with SQLITE_BUSY instead of calling the
-    busy handler, which it skips where waiting could deadlock (sqlite.org/c3ref/
-    busy_handler.html), so retry here until BUSY_TIMEOUT_S."""
-    deadline = time.monotonic() + BUSY_TIMEOUT_S
-    while conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-        except sqlite3.OperationalError as err:
-            if err.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
-                raise
-            time.sleep(0.005)
-
-
 def _prepare(conn: sqlite3.Connection, path: str) -> None:
     """Check the version before anything is written, then set the connection up."""
     version = _user_version(conn, path)
-    _use_wal(conn)
+    use_wal(conn)
     if version < SCHEMA_VERSION:
         _migrate(conn, path)
     conn.execute("PRAGMA synchronous=NORMAL")
@@ -298,20 +217,12 @@ class Journal:
         """Open (creating if missing) `state_dir/journal.sqlite`, migrating it to
         SCHEMA_VERSION. `clock` returns aware datetimes; tests inject a fake one."""
         path = os.path.join(os.path.abspath(state_dir), JOURNAL_NAME)
-        try:
-            _make_private_dirs(os.path.dirname(path))
-            _create_private_file(path)
-        except OSError as err:
-            raise _os_error(err, path) from err
-        try:
-            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        except sqlite3.Error as err:
-            raise _sqlite_error(err, path) from err
+        conn = open_private(path, _JOURNAL_FILE)
         try:
             _prepare(conn, path)
         except sqlite3.Error as err:
             conn.close()
-            raise _sqlite_error(err, path) from err
+            raise _JOURNAL_FILE.sqlite_error(err, path) from err
         except BaseException:
             conn.close()
             raise
@@ -340,13 +251,13 @@ class Journal:
                 self._conn.rollback()
                 raise
         except sqlite3.Error as err:
-            raise _sqlite_error(err, self.path) from err
+            raise _JOURNAL_FILE.sqlite_error(err, self.path) from err
 
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
         try:
             return self._conn.execute(sql, params).fetchall()
         except sqlite3.Error as err:
-            raise _sqlite_error(err, self.path) from err
+            raise _JOURNAL_FILE.sqlite_error(err, self.path) from err
 
     def _now(self) -> datetime:
         return _parse_time(_time_text(self._clock()))

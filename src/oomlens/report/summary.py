@@ -13,7 +13,16 @@ from oomlens.report.facts import missing_parts, victim_kb
 from oomlens.report.model import OomEvent
 
 # A victim that was this much larger at each kill than at the one before is growing.
-GROWTH_FACTOR = 1.10
+# (A ratio of whole numbers: 100 -> 110 kB is growth, which 100 * 1.10 would miss.)
+GROWTH_PERCENT = 110
+
+
+def grows_between_kills(rss_kb: Sequence[int]) -> bool:
+    """Whether a victim killed at these sizes (in time order) is leaking: killed at
+    least twice, each time at least GROWTH_PERCENT % of the size before. Every step must
+    grow: a process that is killed at varying sizes is more likely to be a victim of
+    others than a leak. `oomlens report` and the history store's statistics share it."""
+    return len(rss_kb) >= 2 and all(b * 100 >= a * GROWTH_PERCENT for a, b in pairwise(rss_kb))
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +67,7 @@ def summarise(analysed: Sequence[tuple[OomEvent, Diagnosis]]) -> Summary:
         pids = tuple(e.victim.pid for e in events if e.victim is not None)
         repeated.append(RepeatedVictim(comm, len(events), pids))
         sizes = [kb for e in events if (kb := victim_kb(e)) is not None]
-        pairs = pairwise(sizes)
-        if len(sizes) >= 2 and all(b >= a * GROWTH_FACTOR for a, b in pairs):
+        if grows_between_kills(sizes):
             growth.append(Growth(comm, len(sizes), tuple(sizes)))
     return Summary(
         events=len(analysed),

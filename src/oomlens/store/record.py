@@ -110,10 +110,14 @@ def kernel_record(
     boot_id: str,
     boot_time: float | None,
     detected_at: float,
+    victim_cgroup: str | None = None,
 ) -> EventRecord:
     """The record of a kill read from the kernel log. `boot_time` (epoch seconds
     of boot) maps the kernel's timestamp to wall-clock time; without it, or
-    without a timestamp, the log's own wall-clock time, else `detected_at`."""
+    without a timestamp, the log's own wall-clock time, else `detected_at`.
+    `victim_cgroup`: the victim's memory cgroup as a live watcher read it, for a
+    kill whose report was rate-limited away (only its kill line, which names no
+    cgroup)."""
     line = kill_line(event)
     monotonic = line.monotonic if line is not None else event.monotonic
     if monotonic is not None and boot_time is not None:
@@ -133,7 +137,7 @@ def kernel_record(
         monotonic=monotonic,
         seq=line.seq if line is not None else event.seq,
         scope=scope(event),
-        cgroup=event_cgroup(event),
+        cgroup=event_cgroup(event) or victim_cgroup,
         victim_pid=None if victim is None else victim.pid,
         victim_comm=None if victim is None else victim.comm,
         victim_uid=None if victim is None else victim.uid,
@@ -171,10 +175,12 @@ def lost_record(
 
 def memcg_record(
     *, host: str, boot_id: str, detected_at: float, cgroup: str, counter_from: int,
-    counter_to: int,
+    counter_to: int, kills: int | None = None,
 ) -> EventRecord:
     """Kills a memory cgroup's own oom_kill counter shows (v2 memory.events, v1
-    memory.oom_control) where the kernel log is not readable."""
+    memory.oom_control) where the kernel log is not readable. `kills`: the
+    counter's rise less the kills of watched cgroups below it (v2 counts a kill in
+    every ancestor too)."""
     return EventRecord(
         key=f"{boot_id}:memcg:{cgroup}:{counter_from}-{counter_to}",
         kind=EventKind.MEMCG,
@@ -183,14 +189,14 @@ def memcg_record(
         time=detected_at,
         scope="memcg",
         cgroup=cgroup,
-        kills=counter_to - counter_from,
+        kills=counter_to - counter_from if kills is None else kills,
         detail={"oom_kill_from": counter_from, "oom_kill_to": counter_to},
     )
 
 
 def record_json(stored: StoredEvent, *, full: bool = False) -> dict[str, Any]:
-    """The `oomlens.event/1` object (docs/json.md). `full` adds the stored report
-    (`report`: the `oomlens.report/1` event) and its log lines."""
+    """The `oomlens.event/1` object (docs/json.md). `full` adds `detail` (for a
+    kernel event the `oomlens.report/1` event with its diagnosis) and the log lines."""
     record = stored.record
     item: dict[str, Any] = {
         "id": stored.id,
