@@ -20,12 +20,13 @@ class RankedProcess:
     ranked: Ranked
     domain: OomDomain
     predicted_oom_score: int
+    era: Era
 
     @property
     def share(self) -> float | None:
-        """Badness as a fraction of the domain's totalpages (None if ineligible)."""
+        """Badness as a fraction of the domain (None if ineligible)."""
         points = self.ranked.points
-        return None if points is None else points / self.domain.totalpages
+        return None if points is None else self.era.share(points, self.domain.totalpages)
 
 
 def era_of(snapshot: Snapshot) -> Era:
@@ -70,7 +71,7 @@ def rank_domain(snapshot: Snapshot, domain: OomDomain) -> list[RankedProcess]:
     global_total = snapshot.global_domain.totalpages
     return [
         RankedProcess(
-            by_pid[r.task.pid], r, domain, proc_oom_score(r.task, global_total, era)
+            by_pid[r.task.pid], r, domain, proc_oom_score(r.task, global_total, era), era
         )
         for r in rank_tasks((p.task for p in procs), domain.totalpages, era)
     ]

@@ -61,6 +61,13 @@ class Era:
     badness: Callable[[Task, int], BadnessTerms]
     oom_score: Callable[[int, int], int]
     citation: str
+    # Badness points per whole domain: 1000 while they were a share (2.6.36-3.4),
+    # None since 3.5, when they are pages (the domain's totalpages).
+    points_per_domain: int | None = None
+
+    def share(self, points: int, totalpages: int) -> float:
+        """Badness as a fraction of the whole domain."""
+        return points / (self.points_per_domain or totalpages or 1)
 
 
 def _proportional_0_to_1000(task: Task, totalpages: int, *, with_ptes: bool) -> BadnessTerms:
@@ -145,9 +152,9 @@ def oom_score_v5_9(points: int, totalpages: int) -> int:
 
 ERAS: tuple[Era, ...] = (
     Era("2.6.36", (2, 6, 36), (2, 6, 38), badness_v2_6_36, oom_score_0_to_1000,
-        "mm/oom_kill.c: oom_badness(), v2.6.36"),
+        "mm/oom_kill.c: oom_badness(), v2.6.36", 1000),
     Era("2.6.39", (2, 6, 39), (3, 4, 999), badness_v2_6_39, oom_score_0_to_1000,
-        "mm/oom_kill.c: oom_badness(), v2.6.39"),
+        "mm/oom_kill.c: oom_badness(), v2.6.39", 1000),
     Era("3.5", (3, 5, 0), (3, 13, 999), badness_v3_5, oom_score_scaled_1000,
         "mm/oom_kill.c: oom_badness(), v3.5"),
     Era("3.14", (3, 14, 0), (4, 16, 999), badness_v3_14, oom_score_scaled_1000,
