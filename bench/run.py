@@ -11,7 +11,9 @@ Measures, on this machine and in this run, against named baselines:
   `grep -c 'Killed process'`; its peak RSS; `oomlens report --json`; parse time per
   report;
 - enforce: exec of a matching program to its oom_score_adj set, `oomlens enforce` with
-  process events and with polling against the every-minute cron loop; idle CPU; a storm.
+  process events and with polling against the every-minute cron loop; idle CPU; a storm;
+- watch: a real OOM kill's log record to its event committed in the store (SQLite,
+  PostgreSQL) against `dmesg -w | grep`; idle CPU; RSS.
 
 With no NAME all run, a table is printed and bench/RESULTS.md is rewritten; with
 names (`bench/run.py logscan`) only those run and only their parts of RESULTS.md are
@@ -33,10 +35,10 @@ from benchlib import BENCH_DIR, BenchmarkFailed, Part, log, machine_info, now_ut
 
 RESULTS = BENCH_DIR / "RESULTS.md"
 # Order of the sections in RESULTS.md.
-BENCHMARKS = ("scan_procs", "cli_latency", "logscan", "enforce")
+BENCHMARKS = ("scan_procs", "cli_latency", "logscan", "enforce", "watch")
 # Order of the runs: wall times first (no extra processes, nothing big in the page
 # cache yet), the log scan (which fills the page cache with 1.25 GiB) last.
-RUN_ORDER = ("cli_latency", "scan_procs", "enforce", "logscan")
+RUN_ORDER = ("cli_latency", "scan_procs", "enforce", "watch", "logscan")
 
 
 def _on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -61,6 +63,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="enforce idle CPU window, s (60)")
     parser.add_argument("--storm-starts", type=int, default=6000,
                         help="program starts in the enforce storm (6000)")
+    parser.add_argument("--watch-kills", type=int, default=100,
+                        help="real OOM kills per watch backend (100)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="report file")
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHMARKS]

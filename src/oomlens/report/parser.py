@@ -114,6 +114,11 @@ class ReportParser:
             stream = self._streams[line.stream] = _Stream()
         return _feed(stream, line)
 
+    @property
+    def open(self) -> bool:
+        """A report has started and not been closed yet."""
+        return any(stream.event is not None for stream in self._streams.values())
+
     def settle(self) -> list[OomEvent]:
         """For a live follower that has read everything logged so far: close the
         events that reached their kill line (or "no killable processes"), so they

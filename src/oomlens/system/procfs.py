@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from oomlens.errors import AccessDenied, NotFound, OomlensError, ProcessGone
 
 PF_KTHREAD = 0x00200000  # include/linux/sched.h
+PF_EXITING = 0x00000004  # include/linux/sched.h: set by do_exit() before cgroup_exit()
 CAP_SYS_ADMIN = 21  # include/uapi/linux/capability.h
 _GONE = frozenset({errno.ENOENT, errno.ESRCH})
 _DENIED = frozenset({errno.EACCES, errno.EPERM})

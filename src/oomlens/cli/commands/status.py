@@ -4,6 +4,7 @@ victims per OOM domain and short warnings."""
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 from typing import Any
 
 from oomlens.cli.env import Env, ExitStatus
@@ -16,6 +17,7 @@ from oomlens.postmortem import Analysed, investigate
 from oomlens.ranking import RankedProcess, all_domains, rank_domain
 from oomlens.report.facts import scope, victim_kb
 from oomlens.report.schema import event_time
+from oomlens.store.record import StoredEvent
 from oomlens.system.meminfo import read_vmstat
 from oomlens.system.snapshot import Snapshot, take_snapshot
 from oomlens.units import format_bytes, format_share
@@ -43,20 +45,42 @@ def recent_kills(env: Env) -> tuple[list[Analysed], str | None]:
     return list(found.events[-RECENT_KILLS:]), "; ".join(why) or None
 
 
+def stored_kills(env: Env) -> list[StoredEvent] | None:
+    """The last kills in the history store (`oomlens watch` keeps it), or None
+    when there is no store in the state directory or it cannot be read."""
+    import os
+
+    from oomlens.errors import OomlensError
+    from oomlens.store.db import EventQuery, default_store_url, open_store
+
+    url = default_store_url(env.state_dir)
+    if not os.path.exists(url.removeprefix("sqlite://")):
+        return None
+    try:
+        with open_store(url, create=False) as store:
+            return store.events(EventQuery(limit=RECENT_KILLS))
+    except OomlensError:
+        return None
+
+
 def run(args: argparse.Namespace, env: Env) -> ExitStatus:
     snapshot = take_snapshot(env.proc_root)
     kills = read_vmstat(env.proc_root).get("oom_kill")
     findings = assess(snapshot, kills)
     victims = next_victims(snapshot)
-    recent, unread = recent_kills(env)
+    stored = stored_kills(env)
+    recent, unread = ([], None) if stored is not None else recent_kills(env)
     if args.json:
         document = _json(snapshot, kills, victims, findings)
-        document["recent_oom_kills"] = [_kill_json(item) for item in recent]
+        document["recent_oom_kills"] = ([_stored_json(s) for s in stored] if stored is not None
+                                        else [_kill_json(item) for item in recent])
         document["notes"]["kernel_log_unread"] = unread
+        document["notes"]["recent_oom_kills_from"] = "store" if stored is not None else "kernel log"
         write_json(env.stdout, document)
     else:
         lines = _text(snapshot, kills, victims, findings, env)
-        lines += _recent_text(recent, unread, env)
+        lines += (_stored_text(stored, env) if stored is not None
+                  else _recent_text(recent, unread, env))
         env.stdout.write("\n".join(lines) + "\n")
     if args.check and any(f.severity == "warning" for f in findings):
         return ExitStatus.PROBLEM
@@ -148,6 +172,33 @@ def _kill_json(item: Analysed) -> dict[str, Any]:
         "main_finding": None if main is None else {
             "code": main.code, "severity": main.severity, "message": main.message},
     }
+
+
+def _stored_json(stored: StoredEvent) -> dict[str, Any]:
+    record = stored.record
+    main = next((f for f in record.detail.get("findings", ())
+                 if f.get("code") == record.main_finding), None)
+    return {
+        "time": datetime.fromtimestamp(record.time, UTC).isoformat(timespec="seconds"),
+        "scope": record.scope,
+        "victim": None if record.victim_pid is None else {
+            "pid": record.victim_pid, "comm": record.victim_comm,
+            "rss_kib": record.victim_rss_kb},
+        "main_finding": None if main is None else {
+            "code": main["code"], "severity": main["severity"], "message": main["message"]},
+        "id": stored.id,
+        "kind": str(record.kind),
+    }
+
+
+def _stored_text(stored: list[StoredEvent], env: Env) -> list[str]:
+    from oomlens.cli.commands.watch import describe
+
+    lines = ["", paint("Last OOM kills (history store)", "bold", env.colour)]
+    if not stored:
+        return [*lines, "  none recorded"]
+    return [*lines, *(f"  {describe(event)}" for event in stored),
+            "  (oomlens history show ID for the full analysis)"]
 
 
 def _recent_text(recent: list[Analysed], unread: str | None, env: Env) -> list[str]:
