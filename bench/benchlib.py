@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import importlib
+import math
 import os
 import platform
 import shutil
@@ -151,6 +152,19 @@ def median(samples: list[float]) -> float:
 
 def fmt_ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """Nearest rank: the smallest sample with at least q of them at or below it
+    (p99 of 100 samples is the 99th, not the maximum)."""
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def latency_row(label: str, samples: list[float]) -> list[str]:
+    """A table row: label, count, median, p99, max."""
+    return [label, str(len(samples)), fmt_ms(statistics.median(samples)),
+            fmt_ms(percentile(samples, 0.99)), fmt_ms(max(samples))]
 
 
 def fmt_us(seconds: float) -> str:

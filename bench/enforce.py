@@ -28,7 +28,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchlib import BenchmarkFailed, Part, fmt_ms, log, md_table, verdict
+from benchlib import (
+    BenchmarkFailed,
+    Part,
+    fmt_ms,
+    latency_row,
+    log,
+    md_table,
+    percentile,
+    verdict,
+)
 
 NAME = "enforce"
 SCORE = 123
@@ -223,16 +232,6 @@ def _kill(pid: int) -> None:
         pass
 
 
-def _pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def _row(label: str, samples: list[float]) -> list[str]:
-    return [label, str(len(samples)), fmt_ms(statistics.median(samples)),
-            fmt_ms(_pct(samples, 0.99)), fmt_ms(max(samples))]
-
-
 def run(args: argparse.Namespace) -> Part:
     with tempfile.TemporaryDirectory(prefix="oomlens-bench-") as tmp:
         comm = f"olbench-{os.getpid() % 100000}"
@@ -268,13 +267,13 @@ def report(figures: dict[str, list[float]], idle: dict[str, float],
     events, polling, cron = figures["events"], figures["polling"], figures["cron"]
     lines = ["## 5. `oomlens enforce`: exec to oom_score_adj set", ""]
     lines += md_table(["setter", "starts", "median", "p99", "max"], [
-        _row("`oomlens enforce` (process events)", events),
-        _row("`oomlens enforce --poll --interval 1`", polling),
-        _row(f"baseline: cron-style loop, `sleep {CRON_SECONDS}`", cron)], "lrrrr")
+        latency_row("`oomlens enforce` (process events)", events),
+        latency_row("`oomlens enforce --poll --interval 1`", polling),
+        latency_row(f"baseline: cron-style loop, `sleep {CRON_SECONDS}`", cron)], "lrrrr")
     lines += [""]
     lines += md_table(["ratio", "median", "p99"], [
         [f"events ÷ {name}", f"{statistics.median(events) / statistics.median(s):.5f}x",
-         f"{_pct(events, 0.99) / _pct(s, 0.99):.5f}x"]
+         f"{percentile(events, 0.99) / percentile(s, 0.99):.5f}x"]
         for name, s in (("cron loop", cron), ("polling", polling))], "lrr")
     lines += ["", "Idle CPU (share of one core, 60 s, no starts by the benchmark):", ""]
     lines += md_table(["mode", "CPU"], [[m, f"{share * 100:.3f}%"]
@@ -288,7 +287,8 @@ def report(figures: dict[str, list[float]], idle: dict[str, float],
     targets = [
         f"- enforce, median exec → oom_score_adj under {TARGET_MEDIAN_S * 1000:.0f} ms "
         f"(process events): {verdict(median_events < TARGET_MEDIAN_S)} — median "
-        f"{fmt_ms(median_events)}, p99 {fmt_ms(_pct(events, 0.99))} over {len(events)} starts; "
+        f"{fmt_ms(median_events)}, p99 {fmt_ms(percentile(events, 0.99))} over "
+        f"{len(events)} starts; "
         f"the cron loop's median is {fmt_ms(statistics.median(cron))}.",
         *(f"- enforce idle CPU under 0.1% of a core ({mode}): "
           f"{verdict(share < TARGET_IDLE_SHARE)} — {share * 100:.3f}%."
