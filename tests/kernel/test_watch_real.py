@@ -13,14 +13,19 @@ in the sandbox's cgroup.
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from daemon import HANDLED, LINE_WITHIN_S, Daemon, caught_signals
@@ -300,3 +305,59 @@ def test_history_lists_what_watch_stored(
                            "--cgroup", box.path], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert f"({pid})" in done.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Posts(http.server.BaseHTTPRequestHandler):
+    received: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_a_kill_reaches_the_exec_hook_the_webhook_and_the_metrics(
+        watch: Start, sandbox: Callable[..., SandboxMemcg], store_url: str,
+        tmp_path: Path) -> None:
+    box = sandbox(LIMIT)
+    hook_out = tmp_path / "hook.json"
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Posts)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Posts.received.clear()
+    port = free_port()
+    try:
+        daemon = watch("--cgroup", box.path, "--no-backfill",
+                       "--exec", f"cat > {hook_out}",
+                       "--webhook", f"http://127.0.0.1:{server.server_address[1]}/oom",
+                       "--metrics", f"127.0.0.1:{port}")
+        pid = alloc_and_die(box)
+        wait_victims(daemon, {pid})
+        deadline = time.monotonic() + LINE_WITHIN_S
+        while not (hook_out.exists() and hook_out.read_text().endswith("\n")
+                   and Posts.received):
+            assert time.monotonic() < deadline, daemon.stderr()
+            time.sleep(0.02)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
+            metrics = page.read().decode()
+        assert daemon.stop() == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    hooked = json.loads(hook_out.read_text())
+    assert hooked["victim"]["pid"] == pid and hooked["kind"] == "kernel"
+    assert [p["victim"]["pid"] for p in Posts.received if p["kind"] == "kernel"] == [pid]
+    kills = [line for line in metrics.splitlines()
+             if line.startswith("oomlens_oom_kills_total{") and f'cgroup="{box.path}"' in line]
+    assert len(kills) == 1 and kills[0].endswith(" 1.0"), kills

@@ -27,6 +27,7 @@ from oomlens.store.record import EventKind, StoredEvent, record_json
 from oomlens.units import format_bytes
 
 if TYPE_CHECKING:
+    from oomlens.metrics import MetricsServer
     from oomlens.notify import Notifier
     from oomlens.store.db import Store
     from oomlens.system.cgroupevents import MemcgOomEvents
@@ -146,6 +147,7 @@ def run(args: argparse.Namespace, env: Env) -> ExitStatus:
     notifier = _notifier(args, env, log)
     store: Store | None = None
     watcher: Watcher | None = None
+    metrics: MetricsServer | None = None
     reader: LogReader | None = None
     cgroups: MemcgOomEvents | None = None
     try:
@@ -159,7 +161,12 @@ def run(args: argparse.Namespace, env: Env) -> ExitStatus:
         if args.metrics:
             from oomlens.metrics import serve_metrics
 
-            serve_metrics(args.metrics, url, env.proc_root)
+            def part_changed(part: str, why: str | None) -> None:
+                log({"event": "metrics", "part": part,
+                     "message": "working again" if why is None else f"failing: {why}"})
+
+            metrics = serve_metrics(args.metrics, url, env.proc_root, report=part_changed)
+            log({"event": "metrics", "message": f"serving {metrics.url}"})
 
         def emit(stored: StoredEvent, live: bool) -> None:
             if as_json:
@@ -190,6 +197,8 @@ def run(args: argparse.Namespace, env: Env) -> ExitStatus:
         log({"event": "stopped", "stored": watcher.stored, "lost_kills": watcher.lost_kills,
              "message": ""})
     finally:
+        if metrics is not None:
+            metrics.close()
         if notifier is not None:
             notifier.close()
         if watcher is not None:  # SIGHUP may have replaced the store
