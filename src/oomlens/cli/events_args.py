@@ -8,7 +8,8 @@ import argparse
 from oomlens.cli.argtypes import moment, positive_float, positive_int
 from oomlens.cli.protect_args import json_option
 
-# Prometheus' default port allocations list no oomlens; 9717 is free there.
+# oomlens has no entry in Prometheus' port allocations (9100-9999, all taken since
+# 2023): 9717 is only a default, on loopback; `--listen`/`--metrics ADDR` change it.
 DEFAULT_METRICS_ADDRESS = "127.0.0.1:9717"
 STORE_HELP = ("event store: sqlite:///PATH or postgresql://USER@HOST/DB "
               "(default: events.sqlite in the state directory)")
