@@ -261,36 +261,37 @@ def serve(enforcer: Enforcer, options: Options, events: ExecEvents | None,
     from oomlens.daemons.signals import Signals
     from oomlens.system.cnproc import Overrun
 
-    signals = Signals()
-    poller = select.poll()
-    poller.register(signals.fileno(), select.POLLIN)
-    pid_poller = None if events is not None else PidPoller(enforcer.machine.proc_root)
-    if events is not None:
-        poller.register(events.fileno(), select.POLLIN)
-    enforcer.sweep()
-    ready()
-    next_rescan = clock() + options.rescan if options.rescan else None
-    while not signals.stop:
-        timeouts = [t for t in (options.interval if pid_poller else None,
-                                next_rescan - clock() if next_rescan else None) if t is not None]
-        poller.poll(max(0, int(min(timeouts) * 1000)) if timeouts else None)
-        signals.drain()
-        if signals.reload:
-            signals.reload = False
-            _reload(enforcer, options.policy_path)
+    with Signals() as signals:
+        poller = select.poll()
+        poller.register(signals.fileno(), select.POLLIN)
+        pid_poller = None if events is not None else PidPoller(enforcer.machine.proc_root)
         if events is not None:
-            try:
-                for tgid in dict.fromkeys(e.tgid for e in events.read()):
-                    enforcer.evaluate(tgid)
-            except Overrun as err:
-                enforcer.log({"event": "overrun", "message": f"{err}: rescanning /proc"})
+            poller.register(events.fileno(), select.POLLIN)
+        enforcer.sweep()
+        ready()
+        next_rescan = clock() + options.rescan if options.rescan else None
+        while not signals.stop:
+            timeouts = [t for t in (options.interval if pid_poller else None,
+                                    next_rescan - clock() if next_rescan else None)
+                        if t is not None]
+            poller.poll(max(0, int(min(timeouts) * 1000)) if timeouts else None)
+            signals.drain()
+            if signals.reload:
+                signals.reload = False
+                _reload(enforcer, options.policy_path)
+            if events is not None:
+                try:
+                    for tgid in dict.fromkeys(e.tgid for e in events.read()):
+                        enforcer.evaluate(tgid)
+                except Overrun as err:
+                    enforcer.log({"event": "overrun", "message": f"{err}: rescanning /proc"})
+                    enforcer.sweep()
+            if pid_poller is not None:
+                for pid in pid_poller.due():
+                    enforcer.evaluate(pid)
+            if next_rescan is not None and clock() >= next_rescan:
                 enforcer.sweep()
-        if pid_poller is not None:
-            for pid in pid_poller.due():
-                enforcer.evaluate(pid)
-        if next_rescan is not None and clock() >= next_rescan:
-            enforcer.sweep()
-            next_rescan = clock() + (options.rescan or 0)
+                next_rescan = clock() + (options.rescan or 0)
 
 
 def _reload(enforcer: Enforcer, path: str) -> None:

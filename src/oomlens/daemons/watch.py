@@ -40,7 +40,7 @@ from oomlens.store.record import (
     lost_record,
     memcg_record,
 )
-from oomlens.system.kmsg import KmsgRecord
+from oomlens.system.kmsg import KmsgRecord, parse_killed_process
 from oomlens.system.meminfo import read_vmstat
 
 if TYPE_CHECKING:
@@ -104,7 +104,6 @@ class LogReader(Protocol):
 
     def fileno(self) -> int: ...
     def read_lines(self) -> list[LogLine]: ...
-    def follow_from_end(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -130,9 +129,6 @@ class KmsgLog:
 
     def read_lines(self) -> list[LogLine]:
         return kmsg_lines(self._reader.read_available(), self.source)
-
-    def follow_from_end(self) -> None:
-        self._reader.follow_from_end()
 
     def close(self) -> None:
         self._reader.close()
@@ -161,6 +157,7 @@ class Watcher:
         self.stored = 0
         self.duplicates = 0
         self.lost_kills = 0
+        self.skipped_kills = 0
 
     @property
     def report_open(self) -> bool:
@@ -194,14 +191,20 @@ class Watcher:
         for path, before, after in changes:
             kills = rises[path]
             if hierarchical:
-                below = [p for p in rises if p.startswith(path.rstrip("/") + "/")]
-                kills -= sum(rises[p] for p in below
-                             if not any(p.startswith(q.rstrip("/") + "/") for q in below))
+                below = [p for p in rises if _under(p, path)]
+                kills -= sum(rises[p] for p in below if not any(_under(p, q) for q in below))
             if kills > 0:
                 self._add(memcg_record(host=self.host.name, boot_id=self.host.boot_id,
                                        detected_at=self._clock(), cgroup=path,
                                        counter_from=before, counter_to=after, kills=kills),
                           live=True)
+
+    def skip(self, lines: Sequence[LogLine]) -> None:
+        """Lines not to store (the ring buffer, when not backfilling): their kills
+        are left out of what counts as lost, so that a later run that backfills
+        them does not count them twice."""
+        self.skipped_kills += sum(1 for line in lines
+                                  if line.kernel and parse_killed_process(line.text))
 
     def check_kills(self, kernel_count: int, reason: str, *, at_once: bool = False) -> None:
         """Compare the kernel's kill counter with what the store accounts for this
@@ -211,6 +214,7 @@ class Watcher:
             return
         self._checked = kernel_count
         accounted = self.store.accounted_kills(self.host.name, self.host.boot_id)
+        accounted += self.skipped_kills
         if kernel_count <= accounted:
             self._deficit_since = None
             return
@@ -256,6 +260,11 @@ class Watcher:
             if event.victim is not None and event.victim.reaped:
                 self.store.mark_reaped(key)
                 del self._unreaped[key]
+
+
+def _under(path: str, ancestor: str) -> bool:
+    """`path` is a cgroup strictly below `ancestor` ("/" is above every other path)."""
+    return path != ancestor and path.startswith(ancestor.rstrip("/") + "/")
 
 
 def victim_cgroup_reader(proc_root: str,
@@ -328,41 +337,42 @@ def serve(watcher: Watcher, options: WatchOptions, log: LogReader | None,
           cgroups: MemcgOomEvents | None, clock: Callable[[], float],
           ready: Callable[[], None], reopen: Callable[[], Store],
           rescan: Callable[[MemcgOomEvents], None]) -> None:
-    """Backfill (or skip to the end of the log), reconcile the counters, call
+    """Backfill (or read past what the log holds), reconcile the counters, call
     `ready`, then follow until SIGTERM/SIGINT (with `once`: return after the
     reconciliation). SIGHUP reopens the store through `reopen`."""
     import select
 
     from oomlens.daemons.signals import Signals
 
-    signals = Signals()
-    poller = select.poll()
-    for pollable in (signals, log, cgroups):
-        if pollable is not None:
-            poller.register(pollable.fileno(), select.POLLIN)
-    if log is not None and options.backfill:
-        watcher.feed(log.read_lines(), live=False)
-        watcher.settle(live=False, everything=True)
-    elif log is not None:
-        log.follow_from_end()
-    _check(watcher, options, log, at_once=True,
-           reason="before oomlens watch started: no longer in the kernel log")
-    ready()
-    now = clock()
-    state = _Loop(now, now + CHECK_EVERY, now + RESCAN_EVERY)
-    while not (signals.stop or options.once):
-        timeout = min(state.next_check, state.next_rescan) - clock()
-        if watcher.report_open:
-            timeout = min(timeout, state.last_record + QUIET - clock())
-        poller.poll(max(0, int(timeout * 1000) + 1))
-        signals.drain()
-        if signals.reload:
-            signals.reload = False
-            watcher.store.close()
-            watcher.store = reopen()
-            watcher.log({"event": "reopened", "store": watcher.store.display})
-        _wake(watcher, options, log, cgroups, clock, state, rescan)
-    watcher.settle(live=True, everything=True)
+    with Signals() as signals:
+        poller = select.poll()
+        for pollable in (signals, log, cgroups):
+            if pollable is not None:
+                poller.register(pollable.fileno(), select.POLLIN)
+        if log is not None and options.backfill:
+            watcher.feed(log.read_lines(), live=False)
+            watcher.settle(live=False, everything=True)
+        elif log is not None:
+            watcher.skip(log.read_lines())
+        _check(watcher, options, log, at_once=True,
+               reason="before oomlens watch started: " + (
+                   "no kernel log is followed" if log is None else "no longer in the kernel log"))
+        ready()
+        now = clock()
+        state = _Loop(now, now + CHECK_EVERY, now + RESCAN_EVERY)
+        while not (signals.stop or options.once):
+            timeout = min(state.next_check, state.next_rescan) - clock()
+            if watcher.report_open:
+                timeout = min(timeout, state.last_record + QUIET - clock())
+            poller.poll(max(0, int(timeout * 1000) + 1))
+            signals.drain()
+            if signals.reload:
+                signals.reload = False
+                watcher.store.close()
+                watcher.store = reopen()
+                watcher.log({"event": "reopened", "store": watcher.store.display})
+            _wake(watcher, options, log, cgroups, clock, state, rescan)
+        watcher.settle(live=True, everything=True)
 
 
 def _wake(watcher: Watcher, options: WatchOptions, log: LogReader | None,

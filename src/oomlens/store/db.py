@@ -210,10 +210,12 @@ class Store:
             "" if v is None else v for v in dataclasses.astuple(c)[:6]))
 
     def accounted_kills(self, host: str, boot_id: str) -> int:
-        """Kills stored for one boot of one host, lost ones included: what the watcher
-        holds /proc/vmstat oom_kill against."""
+        """Kills by the kernel's OOM killer stored for one boot of one host, lost ones
+        included: what the watcher holds /proc/vmstat oom_kill against. A guard's
+        kill is a signal from user space, which that counter never counts."""
         rows = self._db.rows("SELECT COALESCE(SUM(kills), 0) FROM events"
-                             " WHERE host = ? AND boot_id = ?", (host, boot_id))
+                             " WHERE host = ? AND boot_id = ? AND kind <> ?",
+                             (host, boot_id, str(EventKind.GUARD)))
         return int(rows[0][0])
 
     def _select(self, where: list[str], params: list[object], *,

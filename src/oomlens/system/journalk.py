@@ -17,7 +17,7 @@ import subprocess
 from collections.abc import Sequence
 from typing import Any
 
-from oomlens.errors import OomlensError
+from oomlens.errors import OomlensError, Unsupported
 from oomlens.report.model import LogLine
 
 SOURCE = "journal"
@@ -27,18 +27,21 @@ def journalctl_available() -> bool:
     return shutil.which("journalctl") is not None
 
 
-def journal_line(entry: dict[str, Any]) -> LogLine | None:
-    """One `journalctl -o json` entry as a parser line (None without a message).
-    MESSAGE is a list of byte values when it is not valid UTF-8."""
+def journal_lines(entry: dict[str, Any]) -> list[LogLine]:
+    """One `journalctl -o json` entry as parser lines: one per line of its MESSAGE
+    (a kernel message may hold several: mm/show_mem.c prints Mem-Info's counters
+    in one printk), none without a message. MESSAGE is a list of byte values when
+    it is not valid UTF-8."""
     message = entry.get("MESSAGE")
     if isinstance(message, list):
         message = bytes(message).decode("utf-8", "replace")
     if not isinstance(message, str):
-        return None
+        return []
     stamp = entry.get("_SOURCE_MONOTONIC_TIMESTAMP") or entry.get("__MONOTONIC_TIMESTAMP")
     monotonic = int(stamp) / 1e6 if isinstance(stamp, str) and stamp.isdigit() else None
-    return LogLine(message, SOURCE, 0, "", monotonic, None, None,
-                   entry.get("_TRANSPORT") == "kernel")
+    kernel = entry.get("_TRANSPORT") == "kernel"
+    return [LogLine(text, SOURCE, 0, "", monotonic, None, None, kernel)
+            for text in message.split("\n")]
 
 
 class JournalLog:
@@ -54,15 +57,18 @@ class JournalLog:
         base = [*command, "-k", "-b", "-o", "json", "--no-pager"]
         cursor = None
         if backfill:
-            done = subprocess.run(base, capture_output=True, check=False)
+            done = _run(base)
             if done.returncode != 0:
                 raise OomlensError(_failure(done.returncode, done.stderr))
             entries = _entries(done.stdout.splitlines())
-            self._pending = [line for e in entries if (line := journal_line(e)) is not None]
+            self._pending = [line for e in entries for line in journal_lines(e)]
             cursor = next((e["__CURSOR"] for e in reversed(entries) if "__CURSOR" in e), None)
         after = ["--after-cursor", cursor] if cursor else ["-n", "0"]
-        self._process = subprocess.Popen([*base, "-f", *after], stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        try:
+            self._process = subprocess.Popen([*base, "-f", *after], stdout=subprocess.PIPE,
+                                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        except OSError as err:
+            raise Unsupported(f"cannot run {command[0]}: {err.strerror}") from err
         assert self._process.stdout is not None
         self._fd = self._process.stdout.fileno()
         os.set_blocking(self._fd, False)
@@ -77,18 +83,17 @@ class JournalLog:
                 data = os.read(self._fd, 65536)
             except BlockingIOError:
                 break
-            if not data:  # journalctl ended: say why, do not spin on EOF
+            if not data:  # journalctl ended: hand on what it said, then say why
+                if lines:
+                    return lines
                 status = self._process.wait()
                 assert self._process.stderr is not None
                 raise OomlensError(_failure(status, self._process.stderr.read()))
             chunk = self._carry + data
             complete, _, self._carry = chunk.rpartition(b"\n")
             lines += [line for e in _entries(complete.split(b"\n"))
-                      if (line := journal_line(e)) is not None]
+                      for line in journal_lines(e)]
         return lines
-
-    def follow_from_end(self) -> None:
-        """Nothing to skip: the follower starts at the end unless backfilling."""
 
     def close(self) -> None:
         if self._process.poll() is None:
@@ -97,6 +102,13 @@ class JournalLog:
         for stream in (self._process.stdout, self._process.stderr):
             if stream is not None:
                 stream.close()
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess[bytes]:
+    try:
+        return subprocess.run(argv, capture_output=True, check=False)
+    except OSError as err:
+        raise Unsupported(f"cannot run {argv[0]}: {err.strerror}") from err
 
 
 def _entries(raw_lines: Sequence[bytes]) -> list[dict[str, Any]]:

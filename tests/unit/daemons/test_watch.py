@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakeproc import PF_RANDOMIZE, FakeProcess, write_fake_proc
+from fakeproc import PF_RANDOMIZE, FakeProcess, write_fake_proc, write_process
 
 from oomlens.daemons.signals import Signals
 from oomlens.daemons.watch import (
@@ -496,6 +496,10 @@ class TestMemcgKills:
         rig.watcher().memcg_kills([("/a", 0, 1), ("/ab", 0, 1)], hierarchical=True)
         assert memcg_events(rig) == [("/a", 1), ("/ab", 1)]
 
+    def test_hierarchical_a_namespace_root_is_a_parent_too(self, rig: Rig) -> None:
+        rig.watcher().memcg_kills([("/", 0, 1), ("/app", 0, 1)], hierarchical=True)
+        assert memcg_events(rig) == [("/app", 1)]
+
     def test_the_same_change_again_is_a_duplicate(self, rig: Rig) -> None:
         watcher = rig.watcher()
         watcher.memcg_kills([("/a", 0, 2)], hierarchical=False)
@@ -565,14 +569,10 @@ class TestSystemReaders:
     ])
     def test_victim_cgroup_reader(self, proc: Path, text: str, version: int,
                                   expected: str | None) -> None:
-        from fakeproc import write_process
-
         write_process(proc, FakeProcess(4242, "worker", cgroup=text))
         assert victim_cgroup_reader(str(proc), version)(4242, "worker") == expected
 
     def test_victim_cgroup_reader_refuses_another_or_a_dying_process(self, proc: Path) -> None:
-        from fakeproc import write_process
-
         write_process(proc, FakeProcess(4242, "worker", cgroup="0::/a\n"))
         write_process(proc, FakeProcess(4343, "worker", cgroup="0::/",
                                         flags=PF_RANDOMIZE | PF_EXITING))
@@ -582,16 +582,12 @@ class TestSystemReaders:
         assert read(4444, "worker") is None  # gone
 
     def test_protect_self_lowers_its_own_score(self, proc: Path) -> None:
-        from fakeproc import write_process
-
         write_process(proc, FakeProcess(os.getpid(), "oomlens", oom_score_adj=0))
         assert protect_self(str(proc)) is None
         adj = proc / str(os.getpid()) / "oom_score_adj"
         assert int(adj.read_text()) == SELF_OOM_SCORE_ADJ
 
     def test_protect_self_never_raises_a_lower_score(self, proc: Path) -> None:
-        from fakeproc import write_process
-
         write_process(proc, FakeProcess(os.getpid(), "oomlens", oom_score_adj=-1000))
         assert protect_self(str(proc)) is None
         assert int((proc / str(os.getpid()) / "oom_score_adj").read_text()) == -1000
@@ -647,7 +643,6 @@ class FakeLog:
         self.lost = 0
         self.overruns = 0
         self.reads = 0
-        self.followed_from_end = False
         self.closed = False
         self._read, self._write = os.pipe()
         os.write(self._write, b"!")
@@ -668,9 +663,6 @@ class FakeLog:
             os.kill(os.getpid(), step)
             return []
         return step
-
-    def follow_from_end(self) -> None:
-        self.followed_from_end = True
 
     def close(self) -> None:
         os.close(self._read)
@@ -713,7 +705,7 @@ class TestServe:
         served.run(watcher, log, once=True)
         log.close()
 
-        assert log.reads == 1 and not log.followed_from_end
+        assert log.reads == 1
         assert rig.emitted_keys() == [
             (f"{BOOT_ID}:{KILL_SEQ}:{VICTIM}", False), (f"{BOOT_ID}:5000:1001", False),
             (f"{BOOT_ID}:lost:2-5", True)]
@@ -732,14 +724,16 @@ class TestServe:
             log.close()
         assert len(rig.emitted) == 2 and len(rig.all_events()) == 2
 
-    def test_without_backfill_it_skips_to_the_end_of_the_log(
+    def test_without_backfill_it_reads_past_the_log_and_stores_none_of_it(
             self, rig: Rig, proc: Path, served: Served) -> None:
-        write_vmstat(proc, 2)
-        log = FakeLog([report_lines()])
-        served.run(rig.watcher(), log, once=True, backfill=False)
+        write_vmstat(proc, 4)  # 2 kills still in the ring buffer, 2 no longer
+        log = FakeLog([report_lines() + lone_kill()])
+        watcher = rig.watcher()
+        served.run(watcher, log, once=True, backfill=False)
         log.close()
-        assert log.followed_from_end and log.reads == 0
-        assert rig.emitted_keys() == [(f"{BOOT_ID}:lost:0-2", True)]
+        assert log.reads == 1 and watcher.skipped_kills == 2
+        # The lost range starts after what the store and the skipped lines account for.
+        assert rig.emitted_keys() == [(f"{BOOT_ID}:lost:2-4", True)]
 
     def test_a_kernel_without_the_counter_records_no_lost_kills(
             self, rig: Rig, proc: Path, served: Served) -> None:
@@ -782,11 +776,15 @@ class TestServe:
         assert len(reopened.events(EventQuery())) == 1
         assert rig.emitted_keys() == [(f"{BOOT_ID}:{KILL_SEQ}:{VICTIM}", True)]
 
-    @pytest.mark.xfail(strict=True, reason=(
-        "daemons/watch.py serve() installs Signals() (daemons/signals.py) and never "
-        "undoes it: SIGHUP/SIGTERM/SIGINT stay bound to a dead object, the wake-up fd "
-        "stays set and the pipe's two fds leak, so after an in-process `oomlens watch "
-        "--once` Ctrl-C no longer interrupts the caller"))
+    def test_a_run_without_backfill_then_one_with_it_counts_each_kill_once(
+            self, rig: Rig, proc: Path, served: Served) -> None:
+        write_vmstat(proc, 1)
+        for backfill in (False, True):
+            log = FakeLog([report_lines()])
+            served.run(rig.watcher(), log, once=True, backfill=backfill)
+            log.close()
+        assert rig.store.accounted_kills(HOST.name, HOST.boot_id) == 1
+
     def test_serve_leaves_signal_handling_as_it_found_it(
             self, rig: Rig, proc: Path) -> None:
         write_vmstat(proc, 0)

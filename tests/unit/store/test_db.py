@@ -323,6 +323,10 @@ class TestAccountedKills:
         assert store.accounted_kills("web2", "boot-a") == 1
         assert store.accounted_kills("web3", "boot-a") == 0
 
+    def test_a_guards_kill_is_not_one_the_kernel_counted(self, store: Store) -> None:
+        add_all(store, [record(1), record(2, kind=EventKind.GUARD, key="boot-a:guard:2")])
+        assert store.accounted_kills("web1", "boot-a") == 1
+
 
 class TestMarkReaped:
     def test_marks_the_record_and_its_report(self, store: Store) -> None:

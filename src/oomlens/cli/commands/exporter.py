@@ -31,14 +31,14 @@ def run(args: argparse.Namespace, env: Env) -> ExitStatus:
     try:
         # After a successful bind (a bad address leaves the signals alone), before
         # the first line: a SIGTERM sent on seeing it is handled.
-        signals = Signals()
-        # One collection at start, so that a part that cannot work (no store yet) is
-        # told now, not at Prometheus' first scrape.
-        for _family in collector.collect():
-            pass
-        env.stdout.write(f"oomlens exporter: serving {server.url} (kills from {display})\n")
-        env.stdout.flush()
-        _wait_for_stop(signals)
+        with Signals() as signals:
+            # One collection at start, so that a part that cannot work (no store yet)
+            # is told now, not at Prometheus' first scrape.
+            for _family in collector.collect():
+                pass
+            env.stdout.write(f"oomlens exporter: serving {server.url} (kills from {display})\n")
+            env.stdout.flush()
+            _wait_for_stop(signals)
     finally:
         server.close()
     return ExitStatus.OK
