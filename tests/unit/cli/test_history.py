@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +32,8 @@ BURST = "reports/linux-6.12-ratelimited-burst.txt"
 OOM_GROUP = "reports/linux-5.15-memcg-v2-oom-group.txt"
 
 
-@pytest.fixture(autouse=True)
-def local_time_is_utc_plus_0530(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """TIME is local: a zone with a half hour shows that it is converted."""
-    monkeypatch.setenv("TZ", "XYZ-05:30")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+# Local times: a zone with a half hour shows that they are converted.
+pytestmark = pytest.mark.usefixtures("local_time_is_utc_plus_0530")
 
 
 def kernel(name: str, *, host: str = "web1", at: float = T0) -> list[EventRecord]:

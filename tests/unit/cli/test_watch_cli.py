@@ -6,27 +6,23 @@ one-line usage errors."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import os
 import re
 import shutil
 import signal
 import socket
 import stat
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from daemon import signals_restored
 from fakeproc import write_fake_proc
 
 from oomlens.cli.commands.watch import describe
 from oomlens.cli.env import Env, ExitStatus
 from oomlens.cli.main import main
-from oomlens.daemons.signals import Signals
 from oomlens.report.diagnose import diagnose
 from oomlens.report.pipeline import events_in
 from oomlens.store.db import EventQuery, open_store
@@ -51,14 +47,8 @@ LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d ooml
                       r"(?P<event>\w+): (?P<rest>.*)$")
 
 
-@pytest.fixture(autouse=True)
-def local_time_is_utc_plus_0530(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """describe() prints local time: a zone with a half hour shows that it converts."""
-    monkeypatch.setenv("TZ", "XYZ-05:30")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+# Local times: a zone with a half hour shows that they are converted.
+pytestmark = pytest.mark.usefixtures("local_time_is_utc_plus_0530")
 
 
 def kernel_records(path: Path) -> list[EventRecord]:
@@ -110,27 +100,6 @@ class TestDescribe:
 
 
 _SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
-
-
-@contextlib.contextmanager
-def signals_restored() -> Iterator[None]:
-    """`watch` installs handlers and a wake-up fd (daemons/signals.py) and leaves them:
-    put back what was there and close the pipe it left open, if it left it."""
-    saved = {number: signal.getsignal(number) for number in _SIGNALS}
-    previous_wakeup = signal.set_wakeup_fd(-1)
-    signal.set_wakeup_fd(previous_wakeup)
-    try:
-        yield
-    finally:
-        installed = signal.getsignal(signal.SIGTERM)
-        left = signal.set_wakeup_fd(previous_wakeup)
-        for number, handler in saved.items():
-            signal.signal(number, handler)
-        owner = getattr(installed, "__self__", None)
-        if isinstance(owner, Signals):
-            os.close(owner.fileno())
-        if left not in (-1, previous_wakeup):
-            os.close(left)
 
 
 class Machine:

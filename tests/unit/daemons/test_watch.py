@@ -7,7 +7,6 @@ hierarchical); and serve() driven in-process with a fake LogReader and a fake /p
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -18,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from daemon import signals_restored
 from fakeproc import PF_RANDOMIZE, FakeProcess, write_fake_proc, write_process
 
-from oomlens.daemons.signals import Signals
 from oomlens.daemons.watch import (
     LOST_GRACE,
     SELF_OOM_SCORE_ADJ,
@@ -598,27 +597,6 @@ class TestSystemReaders:
 
 
 _SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
-
-
-@contextlib.contextmanager
-def signals_restored() -> Iterator[None]:
-    """serve()'s Signals() installs handlers and a wake-up fd; put back what was
-    there (and close the pipe it left open, if it left it)."""
-    saved = {number: signal.getsignal(number) for number in _SIGNALS}
-    previous_wakeup = signal.set_wakeup_fd(-1)
-    signal.set_wakeup_fd(previous_wakeup)
-    try:
-        yield
-    finally:
-        installed = signal.getsignal(signal.SIGTERM)
-        left = signal.set_wakeup_fd(previous_wakeup)
-        for number, handler in saved.items():
-            signal.signal(number, handler)
-        owner = getattr(installed, "__self__", None)
-        if isinstance(owner, Signals):
-            os.close(owner.fileno())
-        if left not in (-1, previous_wakeup):
-            os.close(left)
 
 
 @dataclass(frozen=True)

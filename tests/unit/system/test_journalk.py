@@ -20,6 +20,7 @@ from oomlens.daemons.watch import HostInfo, Watcher
 from oomlens.errors import OomlensError
 from oomlens.report.model import LogLine
 from oomlens.store.db import EventQuery, default_store_url, open_store
+from oomlens.store.record import StoredEvent
 from oomlens.system.journalk import SOURCE, JournalLog, journal_lines
 
 WAIT_S = 10.0  # for the fake journalctl to start, print or exit
@@ -297,6 +298,21 @@ def journal_report(messages: Sequence[str]) -> str:
                    for i, m in enumerate(messages)))
 
 
+def backfilled(journal: FakeJournal, messages: Sequence[str], tmp_path: Path) -> StoredEvent:
+    """The one event a watcher stores from a journal holding `messages`."""
+    journal.set("backfill", jsonl=journal_report(messages))
+    log = journal.open(backfill=True)
+    with open_store(default_store_url(str(tmp_path / "state"))) as store:
+        watcher = Watcher(store, HostInfo("h", "boot", 1_750_000_000.0),
+                          clock=lambda: 1_750_000_100.0, emit=lambda _s, _l: None,
+                          log=lambda _e: None)
+        watcher.feed(log.read_lines(), live=False)
+        watcher.settle(live=False, everything=True)
+        (stored,) = store.events(EventQuery())
+    log.close()
+    return stored
+
+
 class TestMultiLineMessages:
     def test_a_message_with_newlines_is_one_line_per_line(self, journal: FakeJournal) -> None:
         journal.set("backfill", jsonl=journal_report(GLOBAL_REPORT))
@@ -306,15 +322,7 @@ class TestMultiLineMessages:
 
     def test_a_global_report_from_the_journal_is_stored(
             self, journal: FakeJournal, tmp_path: Path) -> None:
-        journal.set("backfill", jsonl=journal_report(GLOBAL_REPORT))
-        log = journal.open(backfill=True)
-        with open_store(default_store_url(str(tmp_path / "state"))) as store:
-            watcher = Watcher(store, HostInfo("h", "boot", 1_750_000_000.0),
-                              clock=lambda: 1_750_000_100.0, emit=lambda _s, _l: None,
-                              log=lambda _e: None)
-            watcher.feed(log.read_lines(), live=False)
-            watcher.settle(live=False, everything=True)
-            (stored,) = store.events(EventQuery())
+        stored = backfilled(journal, GLOBAL_REPORT, tmp_path)
         kill_stamp = (900_000 + len(GLOBAL_REPORT) - 1) / 1e6
         assert stored.record.key == f"boot:t{kill_stamp:.6f}:22050"
         assert (stored.record.scope, stored.record.complete) == ("global", True)
@@ -322,15 +330,7 @@ class TestMultiLineMessages:
     def test_a_memcg_report_has_no_such_record_and_is_stored(
             self, journal: FakeJournal, tmp_path: Path) -> None:
         memcg = [m for m in GLOBAL_REPORT if m not in ("Mem-Info:", MEM_INFO)]
-        journal.set("backfill", jsonl=journal_report(memcg))
-        log = journal.open(backfill=True)
-        with open_store(default_store_url(str(tmp_path / "state"))) as store:
-            watcher = Watcher(store, HostInfo("h", "boot", 1_750_000_000.0),
-                              clock=lambda: 1_750_000_100.0, emit=lambda _s, _l: None,
-                              log=lambda _e: None)
-            watcher.feed(log.read_lines(), live=False)
-            watcher.settle(live=False, everything=True)
-            (stored,) = store.events(EventQuery())
+        stored = backfilled(journal, memcg, tmp_path)
         kill_stamp = (900_000 + len(memcg) - 1) / 1e6
         assert stored.record.key == f"boot:t{kill_stamp:.6f}:22050"
         assert stored.record.time == pytest.approx(1_750_000_000.0 + kill_stamp)
