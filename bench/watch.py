@@ -227,23 +227,26 @@ def run(args: argparse.Namespace) -> Part:
             idle = (watch.cpu_seconds() - before) / args.idle_seconds
         finally:
             watch.stop()
-    return report(figures, idle, rss, offset)
+    return report(figures, idle, args.idle_seconds, rss, offset)
 
 
-def report(figures: dict[str, list[float]], idle: float, rss: dict[str, int],
-           offset: float) -> Part:
+def report(figures: dict[str, list[float]], idle: float, idle_seconds: float,
+           rss: dict[str, int], offset: float) -> Part:
     sqlite, pg, dmesg = figures["sqlite"], figures["postgresql"], figures["dmesg"]
     lines = ["## 6. `oomlens watch`: kill record to stored event", ""]
     lines += md_table(["detector", "kills", "median", "p99", "max"], [
         latency_row("`oomlens watch` → SQLite (parsed, diagnosed, committed)", sqlite),
         latency_row("`oomlens watch` → PostgreSQL (same)", pg),
-        latency_row("baseline: `dmesg -w | grep 'Killed process'` (seen only)", dmesg)], "lrrrr")
+        latency_row("baseline: `dmesg -w \\| grep 'Killed process'` (seen only)", dmesg)],
+        "lrrrr")
     lines += [""]
     lines += md_table(["ratio", "median", "p99"], [
-        [f"{name} ÷ dmesg -w | grep", f"{statistics.median(s) / statistics.median(dmesg):.2f}x",
+        [f"{name} ÷ dmesg -w \\| grep", f"{statistics.median(s) / statistics.median(dmesg):.2f}x",
          f"{percentile(s, 0.99) / percentile(dmesg, 0.99):.2f}x"]
         for name, s in (("SQLite", sqlite), ("PostgreSQL", pg))], "lrr")
-    lines += ["", f"Idle CPU of `oomlens watch` over 60 s: {idle * 100:.3f}% of a core. "
+    tick = 1 / CLK_TCK / idle_seconds  # the resolution of utime+stime over the window
+    idle_text = f"{idle * 100:.3f}%" if idle else f"under {tick * 100:.3f}% (not one tick)"
+    lines += ["", f"Idle CPU of `oomlens watch` over {idle_seconds:g} s: {idle_text} of a core. "
               f"RSS after {len(sqlite)} kills: {rss['VmRSS'] / 1024:.1f} MiB "
               f"(peak {rss['VmHWM'] / 1024:.1f} MiB). /dev/kmsg clock offset to "
               f"CLOCK_MONOTONIC: {offset * 1000:.3f} ms."]
@@ -254,7 +257,7 @@ def report(figures: dict[str, list[float]], idle: float, rss: dict[str, int],
         f"{fmt_ms(percentile(sqlite, 0.99))} over {len(sqlite)} kills; PostgreSQL median "
         f"{fmt_ms(statistics.median(pg))}.",
         f"- watch idle CPU under 0.1% of a core: {verdict(idle < TARGET_IDLE_SHARE)} — "
-        f"{idle * 100:.3f}%.",
+        f"{idle_text}.",
         f"- watch RSS under 30 MB: {verdict(rss['VmHWM'] < TARGET_RSS_KIB)} — peak "
         f"{rss['VmHWM'] / 1024:.1f} MiB.",
     ]
