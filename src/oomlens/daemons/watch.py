@@ -20,14 +20,12 @@ user space (facility != 0) can never fake a kill.
 
 from __future__ import annotations
 
-import os
-import socket
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from oomlens.daemons.selfcare import HostInfo
 from oomlens.errors import OomlensError
 from oomlens.report.diagnose import diagnose
 from oomlens.report.model import LogLine, OomEvent
@@ -58,27 +56,7 @@ LOST_GRACE = 0.5
 CHECK_EVERY = 10.0
 # Seconds between rescans for newly limited memory cgroups (containers that start).
 RESCAN_EVERY = 60.0
-# The watcher's own oom_score_adj where permitted: far below any workload, but not
-# -1000, so a watcher that leaked memory could still be killed instead of a panic.
-SELF_OOM_SCORE_ADJ = -900
 _UNREAPED_MEMORY = 64
-
-
-@dataclass(frozen=True, slots=True)
-class HostInfo:
-    """`boot_time`: the wall-clock time of kernel timestamp 0 (CLOCK_MONOTONIC,
-    what /dev/kmsg stamps records with), to the millisecond, unlike /proc/stat btime."""
-
-    name: str
-    boot_id: str
-    boot_time: float
-
-
-def host_info(proc_root: str = "/proc") -> HostInfo:
-    from oomlens.system.oomadj import boot_id
-
-    boot_time = time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
-    return HostInfo(socket.gethostname(), boot_id(proc_root), boot_time)
 
 
 def kmsg_lines(records: Iterable[KmsgRecord], source: str = "/dev/kmsg") -> list[LogLine]:
@@ -297,19 +275,6 @@ def victim_cgroup_reader(proc_root: str,
 def kernel_kill_count(proc_root: str) -> int | None:
     """/proc/vmstat oom_kill (4.13+), or None where the kernel has no such counter."""
     return read_vmstat(proc_root).get("oom_kill")
-
-
-def protect_self(proc_root: str = "/proc") -> str | None:
-    """Lower the watcher's own oom_score_adj; why not, if it could not."""
-    from oomlens.system.oomadj import ProcessHandle
-
-    try:
-        with ProcessHandle.open(os.getpid(), proc_root) as handle:
-            if handle.oom_score_adj() > SELF_OOM_SCORE_ADJ:
-                handle.set_oom_score_adj(SELF_OOM_SCORE_ADJ)
-    except OomlensError as err:
-        return str(err)
-    return None
 
 
 @dataclass(frozen=True, slots=True)

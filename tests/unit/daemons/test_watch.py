@@ -20,16 +20,13 @@ import pytest
 from daemon import signals_restored
 from fakeproc import PF_RANDOMIZE, FakeProcess, write_fake_proc, write_process
 
+from oomlens.daemons.selfcare import SELF_OOM_SCORE_ADJ, HostInfo, host_info, protect_self
 from oomlens.daemons.watch import (
     LOST_GRACE,
-    SELF_OOM_SCORE_ADJ,
-    HostInfo,
     Watcher,
     WatchOptions,
-    host_info,
     kernel_kill_count,
     kmsg_lines,
-    protect_self,
     serve,
     victim_cgroup_reader,
 )

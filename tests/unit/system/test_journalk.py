@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from oomlens.daemons.watch import HostInfo, Watcher
+from oomlens.daemons.selfcare import HostInfo
+from oomlens.daemons.watch import Watcher
 from oomlens.errors import OomlensError
 from oomlens.report.model import LogLine
 from oomlens.store.db import EventQuery, default_store_url, open_store

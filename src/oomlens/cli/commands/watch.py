@@ -11,14 +11,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from oomlens.cli.env import Env, ExitStatus
+from oomlens.cli.notifying import notifier_of
+from oomlens.daemons.selfcare import HostInfo, host_info, protect_self
 from oomlens.daemons.watch import (
-    HostInfo,
     KmsgLog,
     LogReader,
     Watcher,
     WatchOptions,
-    host_info,
-    protect_self,
     serve,
     victim_cgroup_reader,
 )
@@ -28,7 +27,6 @@ from oomlens.units import format_bytes
 
 if TYPE_CHECKING:
     from oomlens.metrics import MetricsServer
-    from oomlens.notify import Notifier
     from oomlens.store.db import Store
     from oomlens.system.cgroupevents import MemcgOomEvents
     from oomlens.system.memcg import MemcgMount
@@ -122,29 +120,13 @@ def _cgroups(args: argparse.Namespace, mount: MemcgMount | None,
     return events, rescan
 
 
-def _notifier(args: argparse.Namespace, env: Env, log: Log) -> Notifier | None:
-    from oomlens.notify import Notifier, desktop_sink, exec_sink, webhook_sink
-
-    sinks = [exec_sink(args.exec_command, args.exec_timeout)] if args.exec_command else []
-    sinks += [webhook_sink(url) for url in args.webhook]
-    if args.desktop:
-        desktop = desktop_sink(proc_root=env.proc_root)
-        if desktop is None:
-            log({"event": "no_desktop", "message": "notify-send is not installed"})
-        else:
-            sinks.append(desktop)
-    if not sinks:
-        return None
-    return Notifier(sinks, log=lambda text: log({"event": "notify", "message": text}))
-
-
 def run(args: argparse.Namespace, env: Env) -> ExitStatus:
     from oomlens.store.db import default_store_url, open_store
 
     as_json = getattr(args, "json", False)
     url = args.store or default_store_url(args.state_dir or env.state_dir)
     log = _log_to(env)
-    notifier = _notifier(args, env, log)
+    notifier = notifier_of(args, env.proc_root, log)
     store: Store | None = None
     watcher: Watcher | None = None
     metrics: MetricsServer | None = None
