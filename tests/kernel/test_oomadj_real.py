@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from pidreuse import REUSE_ATTEMPTS, spawn_on_pid
 
 from oomlens.errors import AccessDenied, ProcessGone, UsageError
 from oomlens.system.oomadj import (
@@ -30,7 +31,6 @@ from oomlens.system.procfs import pids
 pytestmark = pytest.mark.kernel
 
 SENTINEL_ADJ = 437  # a value no other process here is expected to have
-REUSE_ATTEMPTS = 50
 TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 
 
@@ -64,21 +64,6 @@ def child() -> Iterator[subprocess.Popen[bytes]]:
         yield proc
 
 
-def spawn_on_pid(pid: int) -> subprocess.Popen[bytes] | None:
-    """A new `sleep` that gets the (free again) number `pid`, by setting the pid
-    namespace's last pid just below it; None if other forks kept winning."""
-    for _ in range(REUSE_ATTEMPTS):
-        try:
-            with open("/proc/sys/kernel/ns_last_pid", "w") as last:
-                last.write(str(pid - 1))
-        except OSError as err:
-            pytest.skip(f"cannot steer pid allocation (ns_last_pid: {err.strerror})")
-        proc = subprocess.Popen(["sleep", "60"])
-        if proc.pid == pid:
-            return proc
-        proc.kill()
-        proc.wait(timeout=10)
-    return None
 
 
 def test_set_then_read_back(child: subprocess.Popen[bytes]) -> None:
