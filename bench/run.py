@@ -13,7 +13,10 @@ Measures, on this machine and in this run, against named baselines:
 - enforce: exec of a matching program to its oom_score_adj set, `oomlens enforce` with
   process events and with polling against the every-minute cron loop; idle CPU; a storm;
 - watch: a real OOM kill's log record to its event committed in the store (SQLite,
-  PostgreSQL) against `dmesg -w | grep`; idle CPU; RSS.
+  PostgreSQL) against `dmesg -w | grep`; idle CPU; RSS;
+- guard: threshold crossing to SIGTERM for `oomlens guard` against earlyoom on a
+  sudden drop and a 3 GiB/s ramp of a /proc/meminfo the benchmark writes, and on a
+  real hog in a memory cgroup; idle CPU; RSS.
 
 With no NAME all run, a table is printed and bench/RESULTS.md is rewritten; with
 names (`bench/run.py logscan`) only those run and only their parts of RESULTS.md are
@@ -35,10 +38,10 @@ from benchlib import BENCH_DIR, BenchmarkFailed, Part, log, machine_info, now_ut
 
 RESULTS = BENCH_DIR / "RESULTS.md"
 # Order of the sections in RESULTS.md.
-BENCHMARKS = ("scan_procs", "cli_latency", "logscan", "enforce", "watch")
+BENCHMARKS = ("scan_procs", "cli_latency", "logscan", "enforce", "watch", "guard")
 # Order of the runs: wall times first (no extra processes, nothing big in the page
 # cache yet), the log scan (which fills the page cache with 1.25 GiB) last.
-RUN_ORDER = ("cli_latency", "scan_procs", "enforce", "watch", "logscan")
+RUN_ORDER = ("cli_latency", "scan_procs", "enforce", "watch", "guard", "logscan")
 
 
 def _on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -60,11 +63,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--enforce-starts", type=int, default=1000,
                         help="program starts per enforce mode (1000)")
     parser.add_argument("--idle-seconds", type=float, default=60,
-                        help="enforce idle CPU window, s (60)")
+                        help="idle CPU window of enforce, watch and guard, s (60)")
     parser.add_argument("--storm-starts", type=int, default=6000,
                         help="program starts in the enforce storm (6000)")
     parser.add_argument("--watch-kills", type=int, default=100,
                         help="real OOM kills per watch backend (100)")
+    parser.add_argument("--guard-reps", type=int, default=20,
+                        help="guard and earlyoom reps per scenario (20)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="report file")
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHMARKS]

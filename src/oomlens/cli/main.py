@@ -17,6 +17,7 @@ from oomlens import __version__
 from oomlens.cli.argtypes import moment, positive_float, positive_int
 from oomlens.cli.env import Env, ExitStatus
 from oomlens.cli.events_args import add_event_commands
+from oomlens.cli.guard_args import add_guard_command
 from oomlens.cli.protect_args import add_protection_commands
 
 EPILOG = """\
@@ -100,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="machine-readable output (schema oomlens.report/1)")
     add_protection_commands(sub, EPILOG)
     add_event_commands(sub, EPILOG)
+    add_guard_command(sub, EPILOG)
     return parser
 
 
