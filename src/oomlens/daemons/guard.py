@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from oomlens.errors import OomlensError, UsageError
 from oomlens.guard.triggers import (
@@ -442,14 +442,24 @@ def candidates_in(cgroup: str | None, proc_root: str, policy: Policy | None) -> 
     return out
 
 
+class _Pollable(Protocol):
+    def fileno(self) -> int: ...
+    def close(self) -> None: ...
+
+
 class Waker:
     """A file descriptor that means "look now": a PSI trigger (POLLPRI) or a cgroup
-    v1 usage threshold (an eventfd, drained after each wake)."""
+    v1 usage threshold (an eventfd, drained after each wake). Owns its source."""
 
-    def __init__(self, fd: int, events: int, drain: Callable[[], object] | None = None) -> None:
-        self.fd = fd
+    def __init__(self, source: _Pollable, events: int,
+                 drain: Callable[[], object] | None = None) -> None:
+        self.source = source
+        self.fd = source.fileno()
         self.events = events
         self.drain = drain
+
+    def close(self) -> None:
+        self.source.close()
 
 
 def serve(guard: Guard, wakers: Sequence[Waker], ready: Callable[[], None],

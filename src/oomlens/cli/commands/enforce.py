@@ -6,11 +6,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from oomlens.cli.env import Env, ExitStatus
 from oomlens.cli.protect_args import state_dir_of
+from oomlens.cli.render.eventlog import event_log
 from oomlens.daemons.enforce import (
     Enforcer,
     Log,
@@ -29,14 +29,7 @@ SCHEMA = "oomlens.enforce/1"
 
 
 def make_log(env: Env, as_json: bool) -> Log:
-    def log(entry: dict[str, Any]) -> None:
-        now = datetime.now().astimezone().isoformat(timespec="milliseconds")
-        if as_json:
-            env.stdout.write(json.dumps({"schema": SCHEMA, "time": now, **entry}) + "\n")
-        else:
-            env.stdout.write(f"{now} {describe(entry)}\n")
-        env.stdout.flush()
-    return log
+    return event_log(env.stdout, SCHEMA, describe, as_json)
 
 
 def describe(entry: dict[str, Any]) -> str:

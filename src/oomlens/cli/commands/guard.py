@@ -4,13 +4,12 @@ and notifications, print the decisions; daemons/guard.py decides and kills."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from collections.abc import Callable
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from oomlens.cli.env import Env, ExitStatus
+from oomlens.cli.render.eventlog import event_log
 from oomlens.daemons.guard import (
     Domain,
     Guard,
@@ -45,9 +44,10 @@ def describe(entry: dict[str, Any]) -> str:
     event = entry["event"]
     if event == "kill":
         dry = " (dry run: no signal sent)" if entry["dry_run"] else ""
+        why = "".join(f"\n    {line}" for line in entry.get("why", ()))
         return (f"kill{dry}: {entry['comm']} ({entry['pid']}) in {entry['domain']}, "
                 f"{format_bytes(entry['rss_bytes'])} resident; "
-                + "; ".join(entry["reasons"]))
+                + "; ".join(entry["reasons"]) + why)
     if event in ("warn", "kill_level", "ok"):
         return (f"{event}: {entry['domain']} has {format_bytes(entry['available_bytes'])} of "
                 f"{format_bytes(entry['total_bytes'])} available"
@@ -57,19 +57,6 @@ def describe(entry: dict[str, Any]) -> str:
             entry["why"][-1:])
     details = " ".join(f"{k}={v}" for k, v in entry.items() if k not in ("event", "message"))
     return f"{event}: {entry.get('message', '')} {details}".rstrip()
-
-
-def _log_to(env: Env, as_json: bool) -> Log:
-    def log(entry: dict[str, Any]) -> None:
-        now = datetime.now().astimezone().isoformat(timespec="milliseconds")
-        if as_json:
-            env.stdout.write(json.dumps({"schema": SCHEMA, "at": now, **entry}) + "\n")
-        else:
-            env.stdout.write(f"{now} {describe(entry)}\n")
-            for line in entry.get("why", ()) if entry["event"] == "kill" else ():
-                env.stdout.write(f"    {line}\n")
-        env.stdout.flush()
-    return log
 
 
 def thresholds_of(args: argparse.Namespace) -> Thresholds:
@@ -123,7 +110,7 @@ def _wakers(probes: list[Probe], thresholds: Thresholds, env: Env, log: Log) -> 
             trigger, why = open_trigger(f"{env.proc_root}/pressure/memory", "some",
                                         _PSI_STALL_US, _PSI_WINDOW_US)
             if trigger is not None:
-                wakers.append(Waker(trigger.fileno(), select.POLLPRI))
+                wakers.append(Waker(trigger, select.POLLPRI))
             if why is not None:
                 log({"event": "wakeup", "domain": probe.name, "message": why})
         elif probe.mount.version == 1:
@@ -132,7 +119,7 @@ def _wakers(probes: list[Probe], thresholds: Thresholds, env: Env, log: Log) -> 
             limit = probe.limit_bytes() or 0
             level = limit - thresholds.kill_below.resolve(limit)
             threshold = UsageThreshold(probe.directory, level)
-            wakers.append(Waker(threshold.fileno(), select.POLLIN, threshold.drain))
+            wakers.append(Waker(threshold, select.POLLIN, threshold.drain))
         else:
             log({"event": "wakeup", "domain": probe.name, "message": "cgroup v2 offers no "
                  "usage threshold event: polling as headroom requires"})
@@ -141,7 +128,7 @@ def _wakers(probes: list[Probe], thresholds: Thresholds, env: Env, log: Log) -> 
 
 def run(args: argparse.Namespace, env: Env) -> ExitStatus:
     as_json = getattr(args, "json", False)
-    log = _log_to(env, as_json)
+    log = event_log(env.stdout, SCHEMA, describe, as_json, time_key="at")
     thresholds = thresholds_of(args)
     prefs = Preferences(parse_patterns(args.avoid, "--avoid"),
                         parse_patterns(args.prefer, "--prefer"), os.getpid(),
@@ -155,6 +142,7 @@ def run(args: argparse.Namespace, env: Env) -> ExitStatus:
     probes = _probes(args, env, thresholds)
     stores: list[Store] = []  # opened at the first kill (sqlite3 costs 2.6 MB resident)
     notifier: Notifier | None = None
+    wakers: list[Waker] = []
     try:
         domains = []
         for probe in probes:
@@ -164,7 +152,7 @@ def run(args: argparse.Namespace, env: Env) -> ExitStatus:
                 log({"event": "note", "domain": probe.name, "message": note})
             name = "MemAvailable" if isinstance(probe, SystemProbe) else "available memory"
             domains.append(Domain(probe, thresholds, Assessor(thresholds, available_name=name)))
-        wakers = _wakers(probes, thresholds, env, log)
+        wakers += _wakers(probes, thresholds, env, log)
         if not args.dry_run:
             from oomlens.cli.notifying import notifier_of
 
@@ -199,8 +187,8 @@ def run(args: argparse.Namespace, env: Env) -> ExitStatus:
             notifier.close()
         for store in stores:
             store.close()
-        for probe in probes:
-            probe.close()
+        for closable in (*wakers, *probes):
+            closable.close()
     return ExitStatus.OK
 
 
