@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 def notifier_of(args: argparse.Namespace, proc_root: str,
                 log: Callable[[dict[str, Any]], None]) -> Notifier | None:
     """The notifications --exec, --webhook and --desktop ask for (watch and guard)."""
+    if not (args.exec_command or args.webhook or args.desktop):
+        return None
     from oomlens.notify import Notifier, desktop_sink, exec_sink, webhook_sink
 
     sinks = [exec_sink(args.exec_command, args.exec_timeout)] if args.exec_command else []

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 from oomlens.errors import AccessDenied, OomlensError, ProcessGone
 from oomlens.kernel.task import OOM_SCORE_ADJ_MIN
 from oomlens.policy.journal import Batch, BatchKind, ChangeKind, ChangeState, Intent, Journal
+from oomlens.policy.load import load_policy
 from oomlens.policy.match import Need, Subject
-from oomlens.policy.rules import Action, Policy, Rule, parse_policy
+from oomlens.policy.rules import Action, Policy, Rule
 from oomlens.system.oomadj import ProcessHandle
 from oomlens.system.procfs import (
     UserNames,
@@ -33,20 +34,6 @@ if TYPE_CHECKING:
     from oomlens.system.cnproc import ExecEvents
 
 Log = Callable[[dict[str, Any]], None]
-
-
-def load_policy(path: str) -> Policy:
-    """Read and validate the policy file (nothing is applied from an invalid one)."""
-    from oomlens.errors import NotFound
-    from oomlens.system.procfs import read_text, translate_os_error
-
-    try:
-        text = read_text(path)
-    except FileNotFoundError:
-        raise NotFound(f"no policy file at {path} (an example: contrib/policy.toml)") from None
-    except OSError as err:
-        raise translate_os_error(err, path) from err
-    return parse_policy(text, path)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,6 @@ machine and boot it runs on, and lowering its own oom_score_adj."""
 from __future__ import annotations
 
 import os
-import socket
 import time
 from dataclasses import dataclass
 
@@ -29,7 +28,7 @@ def host_info(proc_root: str = "/proc") -> HostInfo:
     from oomlens.system.oomadj import boot_id
 
     boot_time = time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
-    return HostInfo(socket.gethostname(), boot_id(proc_root), boot_time)
+    return HostInfo(os.uname().nodename, boot_id(proc_root), boot_time)
 
 
 def protect_self(proc_root: str = "/proc") -> str | None:

@@ -30,14 +30,8 @@ from oomlens.errors import OomlensError
 from oomlens.report.diagnose import diagnose
 from oomlens.report.model import LogLine, OomEvent
 from oomlens.report.parser import ReportParser
-from oomlens.store.record import (
-    EventRecord,
-    StoredEvent,
-    event_cgroup,
-    kernel_record,
-    lost_record,
-    memcg_record,
-)
+from oomlens.store.fromreport import event_cgroup, kernel_record
+from oomlens.store.record import EventRecord, StoredEvent, lost_record, memcg_record
 from oomlens.system.kmsg import KmsgRecord, parse_killed_process
 from oomlens.system.meminfo import read_vmstat
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -220,6 +219,8 @@ def parse_policy(text: str, path: str) -> Policy:
 
 
 def _load_toml(text: str, path: str) -> _Table:
+    import tomllib  # here: the guard and enforcer without a policy file never need it
+
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:

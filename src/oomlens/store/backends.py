@@ -8,11 +8,7 @@ loads no driver it does not use. The store's queries are the same text on both;
 what differs (placeholders, the id column, how to begin, how to look for a table,
 the errors) is here and nowhere else.
 
-URLs: `sqlite:///ABSOLUTE/PATH` (`sqlite:////ABSOLUTE/PATH` is read the same) and
-`postgresql://...` or `postgres://...` (libpq's URL syntax). A relative SQLite path
-is refused: SQLAlchemy reads `sqlite:///x` as relative where file URLs read it as
-absolute, and a daemon's working directory is `/`, so whichever we chose would
-surprise someone; `--state-dir` is the way to put the default file elsewhere.
+The URLs that name them: store/urls.py.
 """
 
 from __future__ import annotations
@@ -21,15 +17,16 @@ import abc
 import contextlib
 import sqlite3
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
 
-from oomlens.errors import NotFound, OomlensError, Unsupported, UsageError
+from oomlens.errors import NotFound, OomlensError
+from oomlens.store.urls import StoreUrl, password_free, psycopg_module
 from oomlens.system.sqlitedb import DbFile, open_private, use_wal
 
 if TYPE_CHECKING:
     import psycopg
+
+PG_CONNECT_TIMEOUT_S = 10
 
 STORE_NAME = "events.sqlite"
 STORE_FILE = DbFile(
@@ -37,88 +34,6 @@ STORE_FILE = DbFile(
     "the event store must be writable: run oomlens as root or use a state directory you own",
     created_by="oomlens watch",
 )
-_URL_FORMS = "sqlite:///ABSOLUTE/PATH or postgresql://USER@HOST/DB"
-_PG_SCHEMES = ("postgresql", "postgres")
-PG_CONNECT_TIMEOUT_S = 10
-
-
-@dataclass(frozen=True, slots=True)
-class StoreUrl:
-    backend: str  # "sqlite" | "postgresql"
-    target: str  # the file's path, or the URL as libpq takes it
-    display: str  # the URL without a password, for messages and output
-
-
-def parse_url(url: str) -> StoreUrl:
-    """Check a store URL without connecting; a bad one is a UsageError that names
-    what is wrong and never echoes a password."""
-    try:
-        parts = urlsplit(url)
-    except ValueError as err:  # "Invalid IPv6 URL"; it does not quote the URL
-        raise UsageError(f"bad store URL: {err} (use {_URL_FORMS})") from err
-    if parts.scheme == "sqlite":
-        return StoreUrl("sqlite", _sqlite_path(url), url)
-    if parts.scheme in _PG_SCHEMES:
-        display = _without_password(url)
-        _check_libpq_url(url, display)
-        return StoreUrl("postgresql", url, display)
-    scheme = f" (scheme {parts.scheme!r})" if parts.scheme else ""
-    raise UsageError(f"unsupported store URL{scheme}: use {_URL_FORMS}")
-
-
-def _sqlite_path(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.netloc or parts.query or parts.fragment:
-        raise UsageError(f"bad store URL {url}: an SQLite URL has no host, query or "
-                         "fragment (use sqlite:///ABSOLUTE/PATH)")
-    path = unquote(parts.path)
-    if not path.startswith("/"):
-        raise UsageError(f"bad store URL {url}: the SQLite path must be absolute "
-                         "(sqlite:///ABSOLUTE/PATH)")
-    if path.endswith("/"):
-        raise UsageError(f"bad store URL {url}: it names a directory, not a file")
-    return "/" + path.lstrip("/")
-
-
-def _without_password(url: str) -> str:
-    """The URL with the password left out of the user info and the query."""
-    parts = urlsplit(url)
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    netloc = f"{userinfo.partition(':')[0]}{at}{hostport}"
-    query = "&".join(p for p in parts.query.split("&") if not p.startswith("password="))
-    scheme = url.partition(":")[0]
-    return (f"{scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
-            + (f"#{parts.fragment}" if parts.fragment else ""))
-
-
-def _password_free(message: str, url: str) -> str:
-    """One line, and no password even where the driver quotes the URL back."""
-    line = " ".join(message.split())
-    secrets = [urlsplit(url).password or ""]
-    secrets += [unquote(p[len("password="):]) for p in urlsplit(url).query.split("&")
-                if p.startswith("password=")]
-    for secret in filter(None, secrets):
-        line = line.replace(secret, "***")
-    return line
-
-
-def _psycopg() -> Any:
-    try:
-        import psycopg
-    except ImportError as err:
-        raise Unsupported("a postgresql:// store needs psycopg "
-                          "(pip install 'psycopg[binary]')") from err
-    return psycopg
-
-
-def _check_libpq_url(url: str, display: str) -> None:
-    psycopg = _psycopg()
-    try:
-        psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.Error as err:
-        raise UsageError(f"bad store URL {display}: {_password_free(str(err), url)}") from err
-
-
 class Database(abc.ABC):
     """One connection in autocommit mode: every statement commits on its own unless
     a `write`, `snapshot` or `migration` block groups them. One per process (and
@@ -231,7 +146,7 @@ class PostgresDatabase(Database):
     def __init__(self, conn: psycopg.Connection[Any], display: str, url: str) -> None:
         super().__init__(conn, display)
         self._url = url
-        self._error_class: type[Exception] = _psycopg().Error
+        self._error_class: type[Exception] = psycopg_module().Error
 
     def setup(self) -> None:
         """Nothing to set: the server's defaults are the store's."""
@@ -251,7 +166,7 @@ class PostgresDatabase(Database):
         try:
             yield
         except self._error_class as err:
-            message = _password_free(str(err), self._url)
+            message = password_free(str(err), self._url)
             raise OomlensError(f"event store {self.display}: {message}") from err
 
 
@@ -259,14 +174,14 @@ def connect(url: StoreUrl, *, create: bool) -> Database:
     if url.backend == "sqlite":
         conn = open_private(url.target, STORE_FILE, create=create)
         return SqliteDatabase(conn, url.display, url.target)
-    psycopg = _psycopg()
+    psycopg = psycopg_module()
     params = psycopg.conninfo.conninfo_to_dict(url.target)
     params.setdefault("connect_timeout", str(PG_CONNECT_TIMEOUT_S))
     params.setdefault("application_name", "oomlens")
     try:
         conn = psycopg.connect(psycopg.conninfo.make_conninfo(**params), autocommit=True)
     except psycopg.Error as err:
-        message = _password_free(str(err), url.target)
+        message = password_free(str(err), url.target)
         raise OomlensError(f"cannot connect to the event store {url.display}: {message}") from err
     return PostgresDatabase(conn, url.display, url.target)
 

@@ -24,9 +24,10 @@ from types import TracebackType
 from typing import Any
 
 from oomlens.report.summary import grows_between_kills
-from oomlens.store.backends import STORE_NAME, Database, connect, parse_url
+from oomlens.store.backends import STORE_NAME, Database, connect
 from oomlens.store.migrations import prepare
 from oomlens.store.record import EventKind, EventRecord, StoredEvent
+from oomlens.store.urls import parse_url
 
 _FINDINGS_PER_QUERY = 500  # ids per `IN (...)`: far below any database's limit
 

@@ -26,10 +26,10 @@ from oomlens.cli.main import main
 from oomlens.report.diagnose import diagnose
 from oomlens.report.pipeline import events_in
 from oomlens.store.db import EventQuery, open_store
+from oomlens.store.fromreport import kernel_record
 from oomlens.store.record import (
     EventRecord,
     StoredEvent,
-    kernel_record,
     lost_record,
     memcg_record,
 )

@@ -10,7 +10,8 @@ from typing import Any
 
 from oomlens.report.diagnose import diagnose
 from oomlens.report.pipeline import events_in
-from oomlens.store.record import EventKind, EventRecord, kernel_record
+from oomlens.store.fromreport import kernel_record
+from oomlens.store.record import EventKind, EventRecord
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 T0 = 1_750_000_000.0  # 2025-06-15 15:06:40 UTC

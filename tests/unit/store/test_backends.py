@@ -12,8 +12,8 @@ import pytest
 from storecases import record
 
 from oomlens.errors import NotFound, OomlensError, UsageError
-from oomlens.store.backends import parse_url
 from oomlens.store.db import EventQuery, default_store_url, open_store
+from oomlens.store.urls import parse_url
 
 PASSWORD = "hunter2-s3cret"
 

@@ -16,8 +16,9 @@ from storecases import record
 
 from oomlens.errors import OomlensError
 from oomlens.store import migrations
-from oomlens.store.backends import Database, connect, parse_url
+from oomlens.store.backends import Database, connect
 from oomlens.store.db import EventQuery, open_store
+from oomlens.store.urls import parse_url
 
 
 @contextlib.contextmanager

@@ -15,11 +15,11 @@ from oomlens.daemons.enforce import (
     Enforcer,
     Log,
     Options,
-    load_policy,
     machine_of,
     serve,
 )
 from oomlens.errors import AccessDenied, Unsupported
+from oomlens.policy.load import load_policy
 from oomlens.policy.rules import Policy
 
 if TYPE_CHECKING:

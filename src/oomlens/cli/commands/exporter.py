@@ -16,8 +16,8 @@ from oomlens.cli.env import Env, ExitStatus
 from oomlens.cli.protect_args import state_dir_of
 from oomlens.daemons.signals import Signals
 from oomlens.metrics import PartReporter, render_once, serve, store_collector
-from oomlens.store.backends import parse_url
 from oomlens.store.db import default_store_url
+from oomlens.store.urls import parse_url
 
 
 def run(args: argparse.Namespace, env: Env) -> ExitStatus:
