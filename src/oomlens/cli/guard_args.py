@@ -7,6 +7,7 @@ import argparse
 from oomlens.cli.argtypes import positive_float
 from oomlens.cli.events_args import STORE_HELP
 from oomlens.cli.protect_args import json_option
+from oomlens.guard.triggers import DEFAULT_CEILING
 
 GUARD_DESCRIPTION = """\
 Early OOM prevention: watch the system's and/or memory cgroups' available memory and
@@ -44,6 +45,11 @@ def add_guard_command(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     when.add_argument("--predict", type=positive_float, metavar="SECONDS",
                       help="kill when the trend exhausts memory within SECONDS (and available "
                       "is below the warn level)")
+    when.add_argument("--max-interval", type=positive_float, default=DEFAULT_CEILING,
+                      metavar="SECONDS",
+                      help="the longest sleep between looks, with plenty available (default "
+                      f"{DEFAULT_CEILING:g}): a drop faster than memory can be filled is seen "
+                      "within it; each look costs ~0.1 ms of CPU")
     who = guard.add_argument_group("victim")
     who.add_argument("--avoid", action="append", default=[], metavar="REGEX",
                      help="never kill processes whose name or command line matches")

@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from oomlens.errors import OomlensError, UsageError
 from oomlens.guard.triggers import (
@@ -79,6 +79,11 @@ class SystemProbe:
                       _kib(data, b"SwapFree:") * _KIB, _kib(data, b"SwapTotal:") * _KIB,
                       some, full)
 
+    def quick(self) -> tuple[int, int]:
+        """(MemAvailable, MemTotal) in bytes: the quiet look's one read."""
+        data = os.pread(self._fd, 16384, 0)
+        return _kib(data, b"MemAvailable:") * _KIB, _kib(data, b"MemTotal:") * _KIB
+
     def close(self) -> None:
         os.close(self._fd)
 
@@ -93,11 +98,17 @@ def _kib(meminfo: bytes, key: bytes) -> int:
     return int(meminfo[start + len(key):meminfo.index(b"k", start)])
 
 
+_NO_LIMIT_BYTES = (1 << 63) - 4096
+"""A memory cgroup's limit once it has none: what v1 shows (PAGE_COUNTER_MAX pages,
+mm/page_counter.c), v2's "max" likewise, so that a limit removed while guarded
+reads as endless headroom, never as none."""
+
+
 class MemcgProbe:
     """One memory cgroup against its own limit: available = limit - working set,
     the working set being usage less inactive file pages (which reclaim frees
     before the cgroup's OOM killer runs: mm/vmscan.c shrinks the inactive lists
-    first)."""
+    first). Usage and limit are read through fds held open, one pread each."""
 
     def __init__(self, mount: MemcgMount, path: str) -> None:
         self.name = path
@@ -105,39 +116,67 @@ class MemcgProbe:
         self.mount = mount
         self.directory = mount.fs_path(path)
         v1 = mount.version == 1
+        self._inactive = "total_inactive_file" if v1 else "inactive_file"
+        self._fds: dict[str, int] = {}
         self._usage = "memory.usage_in_bytes" if v1 else "memory.current"
         self._limit = "memory.limit_in_bytes" if v1 else "memory.max"
-        self._inactive = "total_inactive_file" if v1 else "inactive_file"
-        if self.limit_bytes() is None:
-            raise UsageError(f"--cgroup {path}: this memory cgroup has no limit to guard")
+        try:
+            for name in (self._usage, self._limit):
+                self._fds[name] = self._io(
+                    name, lambda path: os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+            if self.limit_bytes() is None:
+                raise UsageError(f"--cgroup {path}: this memory cgroup has no limit to guard")
+        except OomlensError:
+            self.close()
+            raise
 
-    def _read(self, name: str) -> str:
+    def _io(self, name: str, call: Callable[[str], Any]) -> Any:
         from oomlens.system.procfs import translate_os_error
 
         path = os.path.join(self.directory, name)
         try:
-            return read_text(path)
+            return call(path)
         except OSError as err:
             raise translate_os_error(err, path) from err
 
+    def _value(self, name: str) -> bytes:
+        fd = self._fds[name]
+        return self._io(name, lambda _: os.pread(fd, 64, 0)).strip()  # type: ignore[no-any-return]
+
     def limit_bytes(self) -> int | None:
-        text = self._read(self._limit).strip()
+        text = self._value(self._limit)
         # v1 shows "no limit" as PAGE_COUNTER_MAX pages in bytes (~2^63), v2 as "max".
-        return None if text == "max" or int(text) >= 1 << 60 else int(text)
+        return None if text == b"max" or int(text) >= 1 << 60 else int(text)
+
+    def quick(self) -> tuple[int, int]:
+        """(limit - usage, limit) in bytes from two preads: a lower bound of what
+        `sample` calls available, usage including the inactive file pages."""
+        limit = self.limit_bytes() or _NO_LIMIT_BYTES
+        return limit - int(self._value(self._usage)), limit
 
     def sample(self, now: float) -> Sample:
-        limit = self.limit_bytes() or 0
-        usage = int(self._read(self._usage))
-        stat = self._read("memory.stat")
+        limit = self.limit_bytes() or _NO_LIMIT_BYTES
+        usage = int(self._value(self._usage))
+        stat: str = self._io("memory.stat", read_text)
         inactive = next((int(line.split()[1]) for line in stat.splitlines()
                          if line.startswith(self._inactive + " ")), 0)
         return Sample(now, max(limit - (usage - inactive), 0), limit)
 
     def close(self) -> None:
-        """Nothing held open."""
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
 
 Probe = SystemProbe | MemcgProbe
+
+
+class Quiet(NamedTuple):
+    """A domain whose last look found it plainly OK stays so while its total is
+    `total_bytes` and a quick read shows more than `above_bytes` available."""
+
+    total_bytes: int
+    above_bytes: int
 
 
 @dataclass(slots=True)
@@ -152,6 +191,7 @@ class Domain:
     next_at: float = 0.0
     last_kill: float | None = None
     alerted: bool = False
+    quiet: Quiet | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,12 +252,30 @@ class Guard:
             if woken or now >= domain.next_at:
                 self.look(domain)
 
+    def look_quietly(self) -> bool:
+        """The idle look, as little work as a look can be: when every domain was
+        plainly OK at its last look (Domain.quiet), read each the quick way and say
+        whether every one still is (then the next look is a ceiling away). False:
+        some domain needs a proper look (`look_all`), and is due for one now."""
+        domains = self.domains
+        for domain in domains:
+            quiet = domain.quiet
+            if quiet is None:
+                return False
+            available, total = domain.probe.quick()
+            if total != quiet.total_bytes or available <= quiet.above_bytes:
+                domain.quiet, domain.next_at = None, 0.0
+                return False
+        self.counters.looks += len(domains)
+        return True
+
     def look(self, domain: Domain) -> None:
         now = self.clock()
         sample = domain.probe.sample(now)
         self.counters.looks += 1
         domain.trend.add(sample)
-        if self._plainly_ok(domain, sample):
+        domain.quiet = self._quiet(domain, sample)
+        if domain.quiet is not None:
             domain.next_at = now + self.options.ceiling
             return
         verdict = domain.assessor.assess(sample, domain.trend)
@@ -234,21 +292,23 @@ class Guard:
             swap_kill_level_bytes=swap_level, max_fill_rate=self.options.max_fill_rate,
             floor=self.options.floor, ceiling=self.options.ceiling)
 
-    def _plainly_ok(self, domain: Domain, sample: Sample) -> bool:
-        """The idle case, decided without the trend's fit: a domain at level OK, no
-        pressure trigger, and so far above its warn level (with the hysteresis
-        margin) that no verdict can be other than OK, and that even at the highest
-        plausible fill rate the next look at the ceiling comes in time (headroom /
-        max_fill_rate / 2 >= ceiling, as next_look would say)."""
-        thresholds = domain.thresholds
-        if domain.level is not Level.OK or sample.psi_some_avg10 is not None:
-            return False
+    def _quiet(self, domain: Domain, sample: Sample) -> Quiet | None:
+        """The idle case, decided without a verdict: a domain at level OK, no
+        pressure threshold, a trend no faster than max_fill_rate, and so far above
+        its warn level (plus the hysteresis margin) that no verdict can be other
+        than OK, and above the kill level by at least what the highest plausible
+        fill rate takes in two ceilings (next_look would sleep the ceiling). A quick
+        read above that bound later means the same (Guard.look_quietly)."""
+        thresholds, options = domain.thresholds, self.options
+        if (domain.level is not Level.OK or sample.psi_some_avg10 is not None
+                or 1.5 * domain.trend.decline_rate() > options.max_fill_rate):
+            return None
         total = sample.total_bytes
         warn = thresholds.warn_below or thresholds.kill_below
-        safe = warn.resolve(total) + int(thresholds.recover_margin * total)
-        headroom = sample.available_bytes - thresholds.kill_below.resolve(total)
-        return (sample.available_bytes > safe
-                and headroom >= 2 * self.options.ceiling * self.options.max_fill_rate)
+        above = max(warn.resolve(total) + int(thresholds.recover_margin * total),
+                    thresholds.kill_below.resolve(total)
+                    + int(2 * options.ceiling * options.max_fill_rate))
+        return Quiet(total, above) if sample.available_bytes > above else None
 
     def _level_changed(self, domain: Domain, sample: Sample, verdict: Verdict) -> None:
         domain.level = verdict.level
@@ -477,18 +537,23 @@ def serve(guard: Guard, wakers: Sequence[Waker], ready: Callable[[], None],
             poller.register(waker.fd, waker.events)
         guard.look_all(woken=True)
         ready()
+        quiet_ms = int(guard.options.ceiling * 1000)
+        signal_fd = signals.fileno()
         while not signals.stop:
-            timeout = max(0.0, guard.due() - guard.clock())
-            fired = poller.poll(int(timeout * 1000) + 1)
-            signals.drain()
-            if signals.reload:
-                signals.reload = False
-                reload()
+            fired = poller.poll(max(0, int((guard.due() - guard.clock()) * 1000) + 1))
+            while not fired and guard.look_quietly():  # idle: nothing else to do
+                fired = poller.poll(quiet_ms)
             woken = False
-            for waker in wakers:
-                if any(fd == waker.fd for fd, _ in fired):
-                    woken = True
-                    if waker.drain is not None:
+            for fd, _ in fired:
+                if fd == signal_fd:
+                    signals.drain()
+                    if signals.reload:
+                        signals.reload = False
+                        reload()
+                    continue
+                woken = True
+                for waker in wakers:
+                    if waker.fd == fd and waker.drain is not None:
                         waker.drain()
             if not signals.stop:
                 guard.look_all(woken=woken)
@@ -501,9 +566,8 @@ def lock_memory() -> str | None:
     every mapping would be populated, libraries and arenas alike). The kill path is
     touched once at start (Guard.warm_up) so it is locked too. Why not, if not."""
     import ctypes
-    import ctypes.util
 
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)  # the interpreter's own libc (not ctypes.util: 2 MB)
     # include/uapi/asm-generic/mman-common.h
     mcl_current, mcl_future, mcl_onfault = 1, 2, 4
     if libc.mlockall(mcl_current | mcl_future | mcl_onfault) == 0:

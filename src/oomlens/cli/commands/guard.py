@@ -22,7 +22,13 @@ from oomlens.daemons.guard import (
     serve,
 )
 from oomlens.errors import OomlensError, UsageError
-from oomlens.guard.triggers import Assessor, Thresholds, parse_amount, validate
+from oomlens.guard.triggers import (
+    DEFAULT_FLOOR,
+    Assessor,
+    Thresholds,
+    parse_amount,
+    validate,
+)
 from oomlens.guard.victim import Preferences, parse_patterns
 from oomlens.units import format_bytes
 
@@ -73,7 +79,7 @@ def thresholds_of(args: argparse.Namespace) -> Thresholds:
 
 
 def _policy(args: argparse.Namespace) -> Policy | None:
-    from oomlens.daemons.enforce import load_policy
+    from oomlens.policy.load import load_policy
 
     if args.policy is not None:
         return load_policy(args.policy)
@@ -130,13 +136,16 @@ def run(args: argparse.Namespace, env: Env) -> ExitStatus:
     as_json = getattr(args, "json", False)
     log = event_log(env.stdout, SCHEMA, describe, as_json, time_key="at")
     thresholds = thresholds_of(args)
+    if args.max_interval < DEFAULT_FLOOR:
+        raise UsageError(f"--max-interval: {args.max_interval:g} s is below the shortest "
+                         f"sleep, {DEFAULT_FLOOR:g} s")
     prefs = Preferences(parse_patterns(args.avoid, "--avoid"),
                         parse_patterns(args.prefer, "--prefer"), os.getpid(),
                         frozenset({os.getppid(), os.getsid(0)}) if args.ignore_session
                         else frozenset())
     policy = _policy(args)
     if args.store:  # a wrong URL fails now, not at the first kill
-        from oomlens.store.backends import parse_url
+        from oomlens.store.urls import parse_url
 
         parse_url(args.store)
     probes = _probes(args, env, thresholds)
@@ -161,7 +170,7 @@ def run(args: argparse.Namespace, env: Env) -> ExitStatus:
         guard = Guard(domains, prefs, policy,
                       GuardOptions(env.proc_root, args.dry_run, args.explain, args.grace,
                                    args.kill_interval, args.kill_group, args.before_kill,
-                                   args.hook_timeout),
+                                   args.hook_timeout, ceiling=args.max_interval),
                       log, _recorder(lambda: _open_store(args, env, log), stores, notifier, log))
         for problem in (_protect_self(env), lock_memory()):
             if problem is not None:
