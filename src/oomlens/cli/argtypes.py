@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from datetime import datetime, timedelta
 
+SORT_KEYS = ("rank", "pid", "rss", "swap", "adj", "oom_score", "user", "comm")
+"""What `ls` and `top` sort by (`--sort`, top's `s` key)."""
+
 
 def positive_float(text: str) -> float:
     try:

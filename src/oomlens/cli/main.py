@@ -14,11 +14,13 @@ import sys
 from collections.abc import Sequence
 
 from oomlens import __version__
-from oomlens.cli.argtypes import moment, positive_float, positive_int
+from oomlens.cli.argtypes import SORT_KEYS, moment, positive_float, positive_int
+from oomlens.cli.doctor_args import add_doctor_commands
 from oomlens.cli.env import Env, ExitStatus
 from oomlens.cli.events_args import add_event_commands
 from oomlens.cli.guard_args import add_guard_command
 from oomlens.cli.protect_args import add_protection_commands
+from oomlens.cli.simulate_args import add_simulate_command
 
 EPILOG = """\
 exit status:
@@ -36,8 +38,6 @@ NO_COLOR disables it.
 
 
 def _add_filters(parser: argparse.ArgumentParser) -> None:
-    from oomlens.cli.views import SORT_KEYS
-
     parser.add_argument("--cgroup", metavar="PATH",
                         help="rank for the OOM domain of this memory cgroup (default: global)")
     parser.add_argument("--user", help="only processes of this user (name or uid)")
@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_protection_commands(sub, EPILOG)
     add_event_commands(sub, EPILOG)
     add_guard_command(sub, EPILOG)
+    add_doctor_commands(sub)
+    add_simulate_command(sub, EPILOG)
     return parser
 
 

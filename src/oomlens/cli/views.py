@@ -11,8 +11,6 @@ from oomlens.cli.render.table import Column
 from oomlens.ranking import RankedProcess
 from oomlens.units import format_bytes, format_share
 
-SORT_KEYS = ("rank", "pid", "rss", "swap", "adj", "oom_score", "user", "comm")
-
 PROCESS_COLUMNS = (
     Column("RANK"), Column("PID"), Column("USER", "<"), Column("BADNESS"), Column("SHARE"),
     Column("OOM_SCORE"), Column("PREDICTED"), Column("ADJ"), Column("RSS"), Column("SWAP"),

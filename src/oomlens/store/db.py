@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from oomlens.report.summary import grows_between_kills
 from oomlens.store.backends import STORE_NAME, Database, connect
 from oomlens.store.migrations import prepare
 from oomlens.store.record import EventKind, EventRecord, StoredEvent
@@ -249,6 +248,9 @@ class Store:
         return [(str(value), int(kills)) for value, kills in rows]
 
     def _growth(self, where: list[str], params: list[object]) -> tuple[GrowingVictim, ...]:
+        # Here, not at the top: the daemons that only add events load no report code.
+        from oomlens.report.summary import grows_between_kills
+
         sizes: dict[tuple[str, str], list[int]] = defaultdict(list)
         for host, comm, rss_kb in self._db.rows(
                 "SELECT e.host, e.victim_comm, e.victim_rss_kb FROM events e"

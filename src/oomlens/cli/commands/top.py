@@ -14,11 +14,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from oomlens.cli.argtypes import SORT_KEYS
 from oomlens.cli.commands.explain import explanation_lines
 from oomlens.cli.commands.ls import compile_match
 from oomlens.cli.env import Env, ExitStatus
 from oomlens.cli.render.table import render_table
-from oomlens.cli.views import PROCESS_COLUMNS, SORT_KEYS, process_row, select_rows
+from oomlens.cli.views import PROCESS_COLUMNS, process_row, select_rows
 from oomlens.errors import OomlensError
 from oomlens.ranking import RankedProcess, all_domains, find_domain, rank_domain
 from oomlens.system.snapshot import Snapshot, take_snapshot
