@@ -108,14 +108,16 @@ class MemcgProbe:
     """One memory cgroup against its own limit: available = limit - working set,
     the working set being usage less inactive file pages (which reclaim frees
     before the cgroup's OOM killer runs: mm/vmscan.c shrinks the inactive lists
-    first). Usage and limit are read through fds held open, one pread each."""
+    first). Usage and limit are read through fds held open, one pread each. On v2,
+    with `with_psi`, the cgroup's own pressure too (memory.pressure; v1 has none)."""
 
-    def __init__(self, mount: MemcgMount, path: str) -> None:
+    def __init__(self, mount: MemcgMount, path: str, with_psi: bool = False) -> None:
         self.name = path
         self.cgroup = path
         self.mount = mount
         self.directory = mount.fs_path(path)
         v1 = mount.version == 1
+        self._with_psi = with_psi and not v1
         self._inactive = "total_inactive_file" if v1 else "inactive_file"
         self._fds: dict[str, int] = {}
         self._usage = "memory.usage_in_bytes" if v1 else "memory.current"
@@ -160,7 +162,15 @@ class MemcgProbe:
         stat: str = self._io("memory.stat", read_text)
         inactive = next((int(line.split()[1]) for line in stat.splitlines()
                          if line.startswith(self._inactive + " ")), 0)
-        return Sample(now, max(limit - (usage - inactive), 0), limit)
+        some = full = None
+        if self._with_psi:
+            from oomlens.system.psi import parse_psi
+
+            pressure = parse_psi(self._io("memory.pressure", read_text))
+            some = pressure.some.avg10
+            full = None if pressure.full is None else pressure.full.avg10
+        return Sample(now, max(limit - (usage - inactive), 0), limit, psi_some_avg10=some,
+                      psi_full_avg10=full)
 
     def close(self) -> None:
         for fd in self._fds.values():

@@ -361,3 +361,25 @@ class TestServe:
         # The first look and the woken one are proper looks; the rest were quiet.
         assert rig.probe.samples == 2
         assert rig.guard.counters.looks == rig.probe.samples + rig.probe.quicks
+
+
+def test_a_v2_cgroup_reads_its_own_pressure_when_a_threshold_needs_it(tmp_path: Path) -> None:
+    box = tmp_path / "box"
+    box.mkdir()
+    (box / "memory.max").write_text(f"{256 * MIB}\n")
+    (box / "memory.current").write_text(f"{200 * MIB}\n")
+    (box / "memory.stat").write_text(f"anon {150 * MIB}\ninactive_file {50 * MIB}\n")
+    (box / "memory.pressure").write_text(
+        "some avg10=12.50 avg60=3.00 avg300=1.00 total=123\n"
+        "full avg10=4.25 avg60=1.00 avg300=0.50 total=45\n")
+    mount = MemcgMount(2, str(tmp_path))
+    with_psi, without = MemcgProbe(mount, "/box", with_psi=True), MemcgProbe(mount, "/box")
+    try:
+        assert with_psi.sample(0.0) == Sample(0.0, 106 * MIB, 256 * MIB, psi_some_avg10=12.5,
+                                              psi_full_avg10=4.25)
+        assert without.sample(0.0) == Sample(0.0, 106 * MIB, 256 * MIB)
+        (box / "memory.max").write_text("max\n")
+        assert without.quick()[1] == (1 << 63) - 4096
+    finally:
+        with_psi.close()
+        without.close()

@@ -90,16 +90,16 @@ def _probes(args: argparse.Namespace, env: Env, thresholds: Thresholds) -> list[
     if args.no_system and not args.cgroup:
         raise UsageError("--no-system needs at least one --cgroup to guard")
     probes: list[Probe] = []
+    with_psi = thresholds.psi_full_avg10 is not None or thresholds.psi_some_avg10 is not None
     if not args.no_system:
-        probes.append(SystemProbe(env.proc_root, thresholds.psi_full_avg10 is not None
-                                  or thresholds.psi_some_avg10 is not None))
+        probes.append(SystemProbe(env.proc_root, with_psi))
     if args.cgroup:
         from oomlens.system.memcg import find_memcg_mount
 
         mount = find_memcg_mount(env.proc_root)
         if mount is None:
             raise UsageError("--cgroup: this system has no memory cgroup controller")
-        probes += [MemcgProbe(mount, "/" + path.strip("/")) for path in args.cgroup]
+        probes += [MemcgProbe(mount, "/" + path.strip("/"), with_psi) for path in args.cgroup]
     return probes
 
 
@@ -126,9 +126,18 @@ def _wakers(probes: list[Probe], thresholds: Thresholds, env: Env, log: Log) -> 
             level = limit - thresholds.kill_below.resolve(limit)
             threshold = UsageThreshold(probe.directory, level)
             wakers.append(Waker(threshold, select.POLLIN, threshold.drain))
-        else:
+        else:  # v2: no usage thresholds, but the cgroup's own PSI triggers
+            trigger, why = open_trigger(os.path.join(probe.directory, "memory.pressure"),
+                                        "some", _PSI_STALL_US, _PSI_WINDOW_US)
+            if trigger is not None:
+                wakers.append(Waker(trigger, select.POLLPRI))
             log({"event": "wakeup", "domain": probe.name, "message": "cgroup v2 offers no "
-                 "usage threshold event: polling as headroom requires"})
+                 "usage threshold event: polling as headroom requires"
+                 + (f"; {why}" if why else ", and woken by its memory.pressure trigger")})
+    with_psi = thresholds.psi_full_avg10 is not None or thresholds.psi_some_avg10 is not None
+    if with_psi and any(isinstance(p, MemcgProbe) and p.mount.version == 1 for p in probes):
+        log({"event": "note", "message": "cgroup v1 has no per-cgroup pressure: --psi-full "
+             "and --psi-some apply to the system domain only"})
     return wakers
 
 
