@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 from pidreuse import REUSE_ATTEMPTS, spawn_on_pid
-from procutil import pid_alive
+from procutil import pid_alive, sleeper
 
 from oomlens.errors import (
     AccessDenied,
@@ -86,18 +86,6 @@ while True:
 def start_ticks(pid: int) -> int:
     with ProcessHandle.open(pid) as handle:
         return handle.start_time_ticks
-
-
-@contextlib.contextmanager
-def sleeper() -> Iterator[subprocess.Popen[bytes]]:
-    """A `sleep`, killed and reaped however the test ends."""
-    child = subprocess.Popen(["sleep", "60"])
-    try:
-        yield child
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait(timeout=WAIT_S)
 
 
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 from pidreuse import REUSE_ATTEMPTS, spawn_on_pid
+from procutil import sleeper
 
 from oomlens.errors import AccessDenied, ProcessGone, UsageError
 from oomlens.system.oomadj import (
@@ -46,16 +47,6 @@ def pids_with_adj(value: int) -> set[int]:
             if read_adj(pid) == value:
                 found.add(pid)
     return found
-
-
-@contextlib.contextmanager
-def sleeper() -> Iterator[subprocess.Popen[bytes]]:
-    child = subprocess.Popen(["sleep", "60"])
-    try:
-        yield child
-    finally:
-        child.kill()
-        child.wait(timeout=10)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import pytest
 from daemon import signals_restored
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from procutil import sleeper
 
 from oomlens.daemons.guard import (
     Domain,
@@ -119,13 +120,9 @@ def rig_of(available: int, *, dry_run: bool = False, thresholds: Thresholds = TH
 
 
 @pytest.fixture
-def sleeper() -> Iterator[subprocess.Popen[bytes]]:
-    child = subprocess.Popen(["sleep", "60"])
-    try:
+def sleeping() -> Iterator[subprocess.Popen[bytes]]:
+    with sleeper() as child:
         yield child
-    finally:
-        child.kill()
-        child.wait()
 
 
 def candidate_of(child: subprocess.Popen[bytes]) -> Candidate:
@@ -216,33 +213,33 @@ def test_a_quiet_look_passes_only_where_a_proper_one_sleeps_the_ceiling_at_level
 
 
 class TestKills:
-    def test_a_dry_run_decides_and_sends_nothing(self, sleeper: subprocess.Popen[bytes]) -> None:
+    def test_a_dry_run_decides_and_sends_nothing(self, sleeping: subprocess.Popen[bytes]) -> None:
         rig = rig_of(100 * MIB, dry_run=True)
-        ChosenGuard.choice = Choice(candidate_of(sleeper), ("the biggest",), ())
+        ChosenGuard.choice = Choice(candidate_of(sleeping), ("the biggest",), ())
         rig.guard.look_all(woken=True)
         kill = next(e for e in rig.log if e["event"] == "kill")
-        assert (kill["pid"], kill["dry_run"], kill["outcome"]) == (sleeper.pid, True, None)
+        assert (kill["pid"], kill["dry_run"], kill["outcome"]) == (sleeping.pid, True, None)
         assert kill["triggers"] and kill["threshold_bytes"] == TOTAL * 5 // 100
-        assert sleeper.poll() is None
+        assert sleeping.poll() is None
         assert rig.records == []
 
     def test_a_kill_is_sent_logged_and_recorded_as_the_guards(
-            self, sleeper: subprocess.Popen[bytes]) -> None:
+            self, sleeping: subprocess.Popen[bytes]) -> None:
         rig = rig_of(100 * MIB)
-        ChosenGuard.choice = Choice(candidate_of(sleeper), ("the biggest",), ())
+        ChosenGuard.choice = Choice(candidate_of(sleeping), ("the biggest",), ())
         rig.guard.look_all(woken=True)
-        assert sleeper.wait(5) == -signal.SIGTERM
+        assert sleeping.wait(5) == -signal.SIGTERM
         kill = next(e for e in rig.log if e["event"] == "kill")
         assert kill["outcome"]["exited_on_term"] is True
         [record] = rig.records
         assert (record.kind, record.victim_pid, record.scope) == (
-            EventKind.GUARD, sleeper.pid, "global")
+            EventKind.GUARD, sleeping.pid, "global")
         assert record.main_finding == f"guard_{kill['triggers'][0]}"
         assert rig.guard.counters.kills == 1
 
-    def test_one_kill_per_interval(self, sleeper: subprocess.Popen[bytes]) -> None:
+    def test_one_kill_per_interval(self, sleeping: subprocess.Popen[bytes]) -> None:
         rig = rig_of(100 * MIB, dry_run=True, kill_interval=1.0)
-        ChosenGuard.choice = Choice(candidate_of(sleeper), ("the biggest",), ())
+        ChosenGuard.choice = Choice(candidate_of(sleeping), ("the biggest",), ())
         rig.guard.look_all(woken=True)
         rig.clock.now += 0.5
         rig.guard.look_all(woken=True)
@@ -267,14 +264,14 @@ class TestKills:
         assert rig.events().count("nothing_to_kill") == 2
 
     def test_a_victim_gone_since_the_scan_is_not_signalled(
-            self, sleeper: subprocess.Popen[bytes]) -> None:
+            self, sleeping: subprocess.Popen[bytes]) -> None:
         rig = rig_of(100 * MIB)
-        stale = candidate_of(sleeper)  # as if the pid had been reused since the scan
+        stale = candidate_of(sleeping)  # as if the pid had been reused since the scan
         stale = replace(stale, start_time_ticks=stale.start_time_ticks + 1)
         ChosenGuard.choice = Choice(stale, ("the biggest",), ())
         rig.guard.look_all(woken=True)
         assert "victim_gone" in rig.events()
-        assert sleeper.poll() is None and rig.records == []
+        assert sleeping.poll() is None and rig.records == []
 
 
 def memcg_dir(tmp_path: Path, limit: str, usage: int, inactive_file: int) -> MemcgMount:
