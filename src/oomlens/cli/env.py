@@ -47,6 +47,10 @@ class Env:
     actor: str = "root (uid 0)"
     # Where `systemd-dropin` writes (`OOMLENS_SYSTEMD_DIR`, for a chroot or a test).
     systemd_dir: str = "/etc/systemd/system"
+    # Where `oomlens apply` persists sysctls (`OOMLENS_SYSCTL_DIR`; `--sysctl-dir`).
+    sysctl_dir: str = "/etc/sysctl.d"
+    # Where `oomlens doctor` reads /sys (`OOMLENS_SYS_ROOT`: a fake tree, a host's /sys).
+    sys_root: str = "/sys"
 
     @classmethod
     def from_process(cls) -> Env:
@@ -59,7 +63,9 @@ class Env:
                    sys.stdin.buffer,
                    default_state_dir(os.environ, os.geteuid()),
                    actor(os.environ, os.getuid()),
-                   os.environ.get("OOMLENS_SYSTEMD_DIR", "/etc/systemd/system"))
+                   os.environ.get("OOMLENS_SYSTEMD_DIR", "/etc/systemd/system"),
+                   os.environ.get("OOMLENS_SYSCTL_DIR", "/etc/sysctl.d"),
+                   os.environ.get("OOMLENS_SYS_ROOT", "/sys"))
 
 
 def default_state_dir(environ: Mapping[str, str], euid: int) -> str:

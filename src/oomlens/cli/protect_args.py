@@ -125,6 +125,8 @@ def add_protection_commands(sub: argparse._SubParsersAction[argparse.ArgumentPar
     which.add_argument("--last", action="store_true", help="the last command's changes")
     which.add_argument("--all", action="store_true", help="every change still in effect")
     which.add_argument("--since", type=moment, metavar="TIME", help="changes at or after TIME")
+    which.add_argument("--plan", metavar="ID", help="every change `oomlens apply` made for "
+                       "the doctor's plan ID")
     undo.add_argument("--dry-run", action="store_true", help="show what would be restored")
     undo.add_argument("--force", action="store_true",
                       help="restore even where the value was changed again since")

@@ -27,6 +27,7 @@ class Result(StrEnum):
     CHANGED = "changed"  # undo: changed again since; skipped unless forced
     DENIED = "denied"  # the kernel refused (EACCES)
     FAILED = "failed"
+    MANUAL = "manual"  # a plan item for a person to carry out: never done by oomlens
 
 
 @dataclass(frozen=True, slots=True)

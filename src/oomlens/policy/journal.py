@@ -45,29 +45,34 @@ class ChangeState(StrEnum):
 class ChangeKind(StrEnum):
     OOM_SCORE_ADJ = "oom_score_adj"
     FILE = "file"
+    SYSCTL = "sysctl"  # a live value in /proc/sys (version 2)
 
 
 class BatchKind(StrEnum):
     COMMAND = "command"
     POLICY = "policy"
     UNDO = "undo"
+    PLAN = "plan"  # `oomlens apply PLAN` (version 2)
 
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """One command run, enforce sweep or event: the unit `undo --last` restores."""
+    """One command run, enforce sweep or event: the unit `undo --last` restores.
+    `plan` is the id of the doctor's plan an apply carried out (`undo --plan ID`)."""
 
     id: int
     at: datetime
     actor: str
     command: str
     kind: BatchKind
+    plan: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One recorded write. `old`/`new` are `oom_score_adj` as decimal text, or file
-    contents (None = the file is absent); `at` is when the intent was recorded."""
+    """One recorded write. `old`/`new` are `oom_score_adj` as decimal text, a sysctl's
+    value as the kernel prints it, or file contents (None = the file is absent); `at`
+    is when the intent was recorded; `plan` the plan id of its batch."""
 
     id: int
     batch: int
@@ -88,6 +93,7 @@ class Change:
     undoes: int | None
     undone_by: int | None
     outcome_at: datetime | None = None
+    plan: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,13 +132,20 @@ def _create_v1(conn: sqlite3.Connection) -> None:
         conn.execute(f"CREATE INDEX changes_{column} ON changes({column})")
 
 
-_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _create_v1}
+def _add_plans_v2(conn: sqlite3.Connection) -> None:
+    """Batches of `oomlens apply` name their plan; sysctl changes and plan batches
+    appear (an older oomlens would not know those kinds, hence a version)."""
+    conn.execute("ALTER TABLE batches ADD COLUMN plan TEXT")
+    conn.execute("CREATE INDEX batches_plan ON batches(plan)")
+
+
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _create_v1, 2: _add_plans_v2}
 SCHEMA_VERSION = max(_MIGRATIONS)
 
 _CHANGE_COLUMNS = (
     "c.id, c.batch, c.at, b.actor, c.kind, c.target, c.pid, c.start_time_ticks, c.boot_id,"
     " c.comm, c.cmdline, c.old, c.new, c.cause, c.state, c.error, c.undoes, c.undone_by,"
-    " c.outcome_at"
+    " c.outcome_at, b.plan"
 )
 _CHANGES_FROM = "FROM changes c JOIN batches b ON b.id = c.batch"
 _INSERT_CHANGE = (
@@ -165,6 +178,7 @@ def _change_from_row(row: sqlite3.Row) -> Change:
         state=ChangeState(row["state"]), error=row["error"], undoes=row["undoes"],
         undone_by=row["undone_by"],
         outcome_at=_parse_time(row["outcome_at"]) if row["outcome_at"] else None,
+        plan=row["plan"],
     )
 
 
@@ -262,14 +276,16 @@ class Journal:
     def _now(self) -> datetime:
         return _parse_time(_time_text(self._clock()))
 
-    def begin_batch(self, actor: str, command: str, kind: BatchKind) -> Batch:
+    def begin_batch(self, actor: str, command: str, kind: BatchKind,
+                    plan: str | None = None) -> Batch:
         at = self._now()
         with self._write() as conn:
             cur = conn.execute(
-                "INSERT INTO batches (at, actor, command, kind) VALUES (?, ?, ?, ?)",
-                (_time_text(at), actor, command, kind.value),
+                "INSERT INTO batches (at, actor, command, kind, plan) VALUES (?, ?, ?, ?, ?)",
+                (_time_text(at), actor, command, kind.value, plan),
             )
-        return Batch(id=_inserted_id(cur), at=at, actor=actor, command=command, kind=kind)
+        return Batch(id=_inserted_id(cur), at=at, actor=actor, command=command, kind=kind,
+                     plan=plan)
 
     def record_intents(self, batch: Batch, intents: Sequence[Intent]) -> list[int]:
         """Record every intent in one committed transaction, before any write is made;
@@ -331,22 +347,29 @@ class Journal:
                 params.append(_time_text(value) if isinstance(value, datetime) else value)
         return self._select(where, params, limit=limit)[::-1]
 
-    def undoable(self, *, since: datetime | None = None,
-                 last_batch: bool = False) -> list[Change]:
+    def undoable(self, *, since: datetime | None = None, last_batch: bool = False,
+                 plan: str | None = None) -> list[Change]:
         """Changes an undo should restore, newest first: applied or of unknown outcome
         (a crash may have left the write done), not undone yet, and not themselves part
-        of an undo. `last_batch` keeps the most recent batch that still has any."""
+        of an undo. `last_batch` keeps the most recent batch that still has any; `plan`
+        the batches that applied that plan."""
         where = ["c.state IN (?, ?)", "c.undone_by IS NULL", "b.kind != ?"]
         params: list[object] = [ChangeState.APPLIED.value, ChangeState.INTENT.value,
                                  BatchKind.UNDO.value]
-        if since is not None:
-            where.append("c.at >= ?")
-            params.append(_time_text(since))
+        for clause, value in (("c.at >= ?", None if since is None else _time_text(since)),
+                              ("b.plan = ?", plan)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
         if last_batch:
             newest = f"SELECT MAX(c.batch) {_CHANGES_FROM} WHERE {' AND '.join(where)}"
             where = [*where, f"c.batch = ({newest})"]
             params = params * 2
         return self._select(where, params)
+
+    def plan_applied(self, plan: str) -> bool:
+        """Whether any batch applied the plan `plan`."""
+        return bool(self._query("SELECT 1 FROM batches WHERE plan = ? LIMIT 1", [plan]))
 
     def _select(self, where: list[str], params: list[object], *,
                 limit: int | None = None) -> list[Change]:

@@ -8,14 +8,17 @@ later decision. Each restore is itself a journaled change that names what it und
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from oomlens.errors import AccessDenied, OomlensError, ProcessGone
 from oomlens.policy.apply import Result
+from oomlens.policy.dropin import DROPIN_NAME
 from oomlens.policy.journal import Batch, Change, ChangeKind, ChangeState, Intent, Journal
 from oomlens.system.files import read_optional, remove, write_atomic
 from oomlens.system.oomadj import PidReused, ProcessHandle
+from oomlens.system.tunables import read_sysctl, write_sysctl
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +43,7 @@ class UndoContext:
 def undo_changes(changes: Sequence[Change], ctx: UndoContext) -> list[Restore]:
     """Restore `changes` in the order given (callers pass newest first, so a value
     changed twice comes back through each step)."""
-    return [
-        _undo_file(change, ctx) if change.kind is ChangeKind.FILE else _undo_adj(change, ctx)
-        for change in changes
-    ]
+    return [_UNDO[change.kind](change, ctx) for change in changes]
 
 
 def _record(change: Change, current: str | None, ctx: UndoContext) -> int:
@@ -95,19 +95,44 @@ def _undo_adj(change: Change, ctx: UndoContext) -> Restore:
 
 
 def _undo_file(change: Change, ctx: UndoContext) -> Restore:
-    current = read_optional(change.target)
+    def put_back() -> None:
+        if change.old is None:
+            remove(change.target,
+                   prune_directory=os.path.basename(change.target) == DROPIN_NAME)
+        else:
+            write_atomic(change.target, change.old)
+
+    return _restore(change, ctx, read_optional(change.target), put_back)
+
+
+def _undo_sysctl(change: Change, ctx: UndoContext) -> Restore:
+    """A live value in /proc/sys. After a reboot the value is whatever boot set (a
+    persisted change included), so the changed-since check decides as for a file."""
+    current = read_sysctl(ctx.proc_root, change.target)
+    old = change.old
+    if old is None:
+        return Restore(change, Result.FAILED, current, why="no old value was recorded")
+    return _restore(change, ctx, current, lambda: write_sysctl(ctx.proc_root, change.target, old))
+
+
+def _restore(change: Change, ctx: UndoContext, current: str | None,
+             put_back: Callable[[], None]) -> Restore:
+    """Skip a value changed since (unless forced), else record, put back, record."""
     skipped = _changed_since(change, current, ctx)
     if skipped is not None or ctx.dry_run:
         return skipped or Restore(change, Result.PLANNED, current)
     change_id = _record(change, current, ctx)
     try:
-        if change.old is None:
-            remove(change.target)
-        else:
-            write_atomic(change.target, change.old)
+        put_back()
     except OomlensError as err:
         ctx.journal.record_outcome(change_id, ChangeState.FAILED, str(err))
         result = Result.DENIED if isinstance(err, AccessDenied) else Result.FAILED
         return Restore(change, result, current, change_id, str(err))
     ctx.journal.record_outcome(change_id, ChangeState.APPLIED)
     return Restore(change, Result.APPLIED, current, change_id)
+
+
+_UNDO: dict[ChangeKind, Callable[[Change, UndoContext], Restore]] = {
+    ChangeKind.OOM_SCORE_ADJ: _undo_adj, ChangeKind.FILE: _undo_file,
+    ChangeKind.SYSCTL: _undo_sysctl,
+}

@@ -40,13 +40,16 @@ def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
         raise translate_os_error(err, path) from err
 
 
-def remove(path: str) -> None:
-    """Remove `path` (gone already is fine), and its directory if that is now empty."""
+def remove(path: str, *, prune_directory: bool = False) -> None:
+    """Remove `path` (gone already is fine), and with `prune_directory` its directory if
+    that is now empty: for a drop-in's own `UNIT.d`, which oomlens made. Never for a
+    shared directory (an empty `/etc/sysctl.d` is still the system's)."""
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
     except OSError as err:
         raise translate_os_error(err, path) from err
-    with contextlib.suppress(OSError):
-        os.rmdir(os.path.dirname(path))
+    if prune_directory:
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.dirname(path))

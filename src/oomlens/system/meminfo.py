@@ -19,6 +19,7 @@ class MemInfo:
     swap_free_kib: int
     committed_as_kib: int
     commit_limit_kib: int
+    hugetlb_kib: int = 0
 
 
 def parse_meminfo(text: str) -> MemInfo:
@@ -37,6 +38,7 @@ def parse_meminfo(text: str) -> MemInfo:
         swap_free_kib=values.get("SwapFree", 0),
         committed_as_kib=values.get("Committed_AS", 0),
         commit_limit_kib=values.get("CommitLimit", 0),
+        hugetlb_kib=values.get("Hugetlb", 0),
     )
 
 

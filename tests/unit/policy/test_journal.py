@@ -356,7 +356,7 @@ def test_two_processes_write_at_once(state_dir: str) -> None:
 def test_schema_version_wal_and_indexes(journal: Journal) -> None:
     raw = sqlite3.connect(journal.path)
     try:
-        assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (1,)
+        assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (2,)
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         indexes = {name for (name,) in raw.execute(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'changes'")}
@@ -365,18 +365,69 @@ def test_schema_version_wal_and_indexes(journal: Journal) -> None:
     assert {"changes_pid", "changes_batch", "changes_at"} <= indexes
 
 
+def test_a_version_1_journal_is_migrated_with_its_changes(state_dir: str) -> None:
+    """A journal written by the oomlens before plans (version 1, its DDL as it was)
+    keeps every row; its batches have no plan."""
+    os.makedirs(state_dir)
+    path = os.path.join(state_dir, JOURNAL_NAME)
+    raw = sqlite3.connect(path)
+    raw.execute("CREATE TABLE batches (id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL,"
+                " actor TEXT NOT NULL, command TEXT NOT NULL, kind TEXT NOT NULL)")
+    raw.execute("CREATE TABLE changes (id INTEGER PRIMARY KEY AUTOINCREMENT, batch INTEGER NOT"
+                " NULL REFERENCES batches(id), at TEXT NOT NULL, outcome_at TEXT, kind TEXT NOT"
+                " NULL, target TEXT NOT NULL, pid INTEGER, start_time_ticks INTEGER, boot_id"
+                " TEXT, comm TEXT NOT NULL, cmdline TEXT NOT NULL, old TEXT, new TEXT, cause"
+                " TEXT NOT NULL, state TEXT NOT NULL, error TEXT, undoes INTEGER REFERENCES"
+                " changes(id), undone_by INTEGER REFERENCES changes(id))")
+    raw.execute("INSERT INTO batches VALUES (1, ?, 'root', 'oomlens protect', 'command')",
+                (T0.isoformat(timespec="microseconds"),))
+    raw.execute("INSERT INTO changes (batch, at, kind, target, pid, comm, cmdline, old, new,"
+                " cause, state) VALUES (1, ?, 'oom_score_adj', '7', 7, 'p', '', '0', '-5',"
+                " 'c', 'applied')", (T0.isoformat(timespec="microseconds"),))
+    raw.execute("PRAGMA user_version = 1")
+    raw.commit()
+    raw.close()
+    with Journal.open(state_dir, clock=Clock()) as journal:
+        [old] = journal.changes()
+        assert (old.id, old.target, old.new, old.plan) == (1, "7", "-5", None)
+        batch = journal.begin_batch("root", "oomlens apply p.toml", BatchKind.PLAN, plan="p1")
+        assert batch.plan == "p1"
+    raw = sqlite3.connect(path)
+    try:
+        assert raw.execute("PRAGMA user_version").fetchone() == (2,)
+        assert raw.execute("SELECT id, plan FROM batches").fetchall() == [(1, None), (2, "p1")]
+    finally:
+        raw.close()
+
+
+def test_changes_of_a_plan(journal: Journal) -> None:
+    sysctl = Intent(kind=ChangeKind.SYSCTL, target="vm.swappiness", old="60", new="10",
+                    cause="oomlens apply p.toml (plan p1: x)", boot_id="b00t")
+    first = journal.begin_batch("root", "oomlens apply p.toml", BatchKind.PLAN, plan="p1")
+    [one, two] = journal.record_intents(first, [sysctl, adj(7)])
+    for change_id in (one, two):
+        journal.record_outcome(change_id, ChangeState.APPLIED)
+    run_batch(journal, BatchKind.COMMAND, [adj(8)], [ChangeState.APPLIED])
+    again = journal.begin_batch("root", "oomlens apply p.toml", BatchKind.PLAN, plan="p1")
+    [three] = journal.record_intents(again, [sysctl])
+    assert journal.plan_applied("p1") and not journal.plan_applied("p2")
+    assert [c.id for c in journal.undoable(plan="p1")] == [three, two, one]
+    assert journal.change(one).plan == "p1" and journal.change(one).kind is ChangeKind.SYSCTL
+    assert journal.undoable(plan="p2") == []
+
+
 def test_newer_schema_is_refused_and_untouched(state_dir: str) -> None:
     os.makedirs(state_dir)
     path = os.path.join(state_dir, JOURNAL_NAME)
     raw = sqlite3.connect(path)
-    raw.execute("CREATE TABLE changes_v2 (id INTEGER PRIMARY KEY)")
-    raw.execute("PRAGMA user_version = 2")
+    raw.execute("CREATE TABLE changes_v3 (id INTEGER PRIMARY KEY)")
+    raw.execute("PRAGMA user_version = 3")
     raw.commit()
     raw.close()
     before = Path(path).read_bytes()
     with pytest.raises(OomlensError) as err:
         Journal.open(state_dir)
-    assert str(err.value) == (f"journal {path} has schema version 2, this oomlens knows up to 1:"
+    assert str(err.value) == (f"journal {path} has schema version 3, this oomlens knows up to 2:"
                               " upgrade oomlens")
     assert Path(path).read_bytes() == before
     assert not os.path.exists(path + "-wal")

@@ -67,7 +67,7 @@ def _write(path: str, old: str | None, new: str | None, unit: str, args: argpars
             comm=unit)])
         try:
             if new is None:
-                remove(path)
+                remove(path, prune_directory=True)
             else:
                 write_atomic(path, new)
         except OomlensError as err:

@@ -31,8 +31,8 @@ def run(args: argparse.Namespace, env: Env) -> ExitStatus:
         env.stdout.write(f"no changes recorded in {path}\n")
         return ExitStatus.OK
     rows = [[str(c.id), str(c.batch), c.at.astimezone().strftime("%Y-%m-%d %H:%M:%S"), c.actor,
-             str(c.pid) if c.pid is not None else "-", _what(c), _value(c, c.old),
-             _value(c, c.new), state_text(c), c.cause] for c in changes]
+             str(c.pid) if c.pid is not None else "-", _what(c), value_text(c, c.old),
+             value_text(c, c.new), state_text(c), c.cause] for c in changes]
     table = render_table(
         [Column("ID"), Column("BATCH"), Column("WHEN", "<"), Column("WHO", "<"), Column("PID"),
          Column("PROCESS/FILE", "<"), Column("OLD"), Column("NEW"), Column("STATE", "<"),
@@ -45,10 +45,11 @@ def run(args: argparse.Namespace, env: Env) -> ExitStatus:
 
 
 def _what(change: Change) -> str:
-    return change.target if change.kind is ChangeKind.FILE else change.comm
+    return change.comm if change.kind is ChangeKind.OOM_SCORE_ADJ else change.target
 
 
-def _value(change: Change, value: str | None) -> str:
+def value_text(change: Change, value: str | None) -> str:
+    """A value for a table cell: a file's contents are only `written` or `absent`."""
     if change.kind is ChangeKind.FILE:
         return "absent" if value is None else "written"
     return "-" if value is None else value
@@ -74,5 +75,5 @@ def change_json(change: Change) -> dict[str, Any]:
         "boot_id": change.boot_id, "comm": change.comm, "cmdline": change.cmdline,
         "old": change.old, "new": change.new, "cause": change.cause,
         "state": change.state.value, "error": change.error, "undoes": change.undoes,
-        "undone_by": change.undone_by,
+        "undone_by": change.undone_by, "plan": change.plan,
     }

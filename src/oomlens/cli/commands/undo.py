@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from oomlens.cli.commands.journal import change_json
+from oomlens.cli.commands.journal import change_json, value_text
 from oomlens.cli.env import Env, ExitStatus
 from oomlens.cli.protect_args import state_dir_of
 from oomlens.cli.render.json import write_json
 from oomlens.cli.render.table import Column, render_table
-from oomlens.errors import UsageError
+from oomlens.errors import NotFound, UsageError
 from oomlens.policy.apply import Result
 from oomlens.policy.journal import BatchKind, Change, ChangeState, Journal
 from oomlens.policy.undo import Restore, UndoContext, undo_changes
@@ -22,19 +22,24 @@ SCHEMA = "oomlens.undo/1"
 def chosen(args: argparse.Namespace, journal: Journal) -> list[Change]:
     """The changes to restore, newest first."""
     if args.change is not None:
-        if args.last or args.all or args.since:
-            raise UsageError("give a CHANGE_ID or one of --last, --all, --since, not both")
+        if args.last or args.all or args.since or args.plan:
+            raise UsageError("give a CHANGE_ID or one of --last, --all, --since, --plan, "
+                             "not both")
         change = journal.change(args.change)
         if change.state is ChangeState.FAILED:
             raise UsageError(f"change #{change.id} failed: there is nothing to undo")
         if change.undone_by is not None:
             raise UsageError(f"change #{change.id} was already undone by #{change.undone_by}")
         return [change]
+    if args.plan:
+        if not journal.plan_applied(args.plan):
+            raise NotFound(f"plan {args.plan} was never applied (journal {journal.path})")
+        return journal.undoable(plan=args.plan)
     if args.last:
         return journal.undoable(last_batch=True)
     if args.all or args.since:
         return journal.undoable(since=args.since)
-    raise UsageError("say what to undo: CHANGE_ID, --last, --all or --since TIME")
+    raise UsageError("say what to undo: CHANGE_ID, --last, --all, --since TIME or --plan ID")
 
 
 def run(args: argparse.Namespace, env: Env) -> ExitStatus:
@@ -67,7 +72,7 @@ def _render(restores: list[Restore], args: argparse.Namespace, env: Env) -> None
         env.stdout.write("nothing to undo\n")
         return
     rows = [[f"#{r.change.id}", str(r.change.pid or "-"), r.change.comm or r.change.target,
-             r.current or "-", r.change.old or "absent", r.result.value,
+             value_text(r.change, r.current), value_text(r.change, r.change.old), r.result.value,
              f"#{r.change_id}" if r.change_id else "-", r.why or ""] for r in restores]
     table = render_table(
         [Column("UNDOES"), Column("PID"), Column("PROCESS/FILE", "<"), Column("NOW"),
