@@ -46,6 +46,13 @@ class Task:
         """`mm_pgtables_bytes(mm) / PAGE_SIZE` (C division of non-negatives)."""
         return self.pgtables_bytes // self.page_size
 
+    @property
+    def mm_counters(self) -> tuple[int, int, int, int, int]:
+        """(anon, file, shmem, swap, page table bytes): what every process sharing one
+        mm_struct reads, so processes with equal ones may share it."""
+        return (self.rss_anon_pages, self.rss_file_pages, self.rss_shmem_pages,
+                self.swapents, self.pgtables_bytes)
+
 
 class Ineligible(StrEnum):
     """Why the OOM killer will never pick a task (mm/oom_kill.c: oom_unkillable_task(),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from oomlens.kernel.task import OOM_SCORE_ADJ_MAX, OOM_SCORE_ADJ_MIN, Task
+from oomlens.kernel.task import OOM_SCORE_ADJ_MAX, OOM_SCORE_ADJ_MIN
 from oomlens.system.snapshot import Process
 
 
@@ -72,11 +72,6 @@ def build_plan(selected: Sequence[Process], new: int) -> Plan:
     )
 
 
-def _mm_counters(task: Task) -> tuple[int, int, int, int, int]:
-    return (task.rss_anon_pages, task.rss_file_pages, task.rss_shmem_pages, task.swapents,
-            task.pgtables_bytes)
-
-
 def shared_mm_suspects(plan: Plan, processes: Sequence[Process]) -> dict[int, list[Process]]:
     """Processes outside the plan that may share a target's memory, by target pid.
 
@@ -89,10 +84,10 @@ def shared_mm_suspects(plan: Plan, processes: Sequence[Process]) -> dict[int, li
     by_counters: dict[tuple[int, int, int, int, int], list[Process]] = {}
     for proc in processes:
         if proc.task.has_mm and not proc.task.is_kthread and proc.task.rss_pages:
-            by_counters.setdefault(_mm_counters(proc.task), []).append(proc)
+            by_counters.setdefault(proc.task.mm_counters, []).append(proc)
     suspects: dict[int, list[Process]] = {}
     for step in plan.steps:
-        peers = by_counters.get(_mm_counters(step.process.task), [])
+        peers = by_counters.get(step.process.task.mm_counters, [])
         others = [p for p in peers if p.pid not in planned]
         if others and step.process.task.rss_pages:
             suspects[step.process.pid] = others

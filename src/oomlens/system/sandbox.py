@@ -7,7 +7,9 @@ that cannot hurt anything. Safety rules this module enforces:
 - the limit is at most 512 MiB and there is no swap (v1: memsw limit == limit;
   v2: memory.swap.max = 0), so a runaway hog is contained; swap has to be asked for
   (`swap_limit_bytes`: a finite amount, or unlimited where swap itself is small, as
-  in the kernel lab's zram guest);
+  in the kernel lab's zram guest). `oomlens simulate` raises the bound
+  (`max_limit_bytes`) to what the host can spare, and nests a sandbox without a
+  limit of its own in a limited cgroup (its parent's limit contains it);
 - every process joins the cgroup *before* it allocates anything: a shell writes its
   own pid to `cgroup.procs` and then execs the real program;
 - `close()` (or leaving the `with` block) kills everything in the cgroup and removes
@@ -50,8 +52,9 @@ _JOIN_THEN_EXEC = 'echo $$ > "$1" || exit 125; shift; exec "$@"'
 
 # argv: size in bytes, oom_score_adj, OOM counter file. Writes "ready" once its
 # memory is resident; on "grow" allocates 1 MiB at a time until the cgroup's
-# oom_kill counter moves (so it stops after one kill instead of causing more).
-# Exits when stdin closes, so a hog never outlives its parent's pipe.
+# oom_kill counter moves (so it stops after one kill instead of causing more), says
+# "stopped", and grows again on the next "grow". Exits on any other line and when
+# stdin closes, so a hog never outlives its parent's pipe.
 HOG_SCRIPT = r"""
 import mmap, re, sys
 size, adj, counter = int(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -71,12 +74,11 @@ def kills():
 if size:
     grab(size)
 print("ready", flush=True)
-if sys.stdin.readline().strip() == "grow":
+while sys.stdin.readline().strip() == "grow":
     start = kills()
     while kills() == start:
         grab(1 << 20)
     print("stopped", flush=True)
-    sys.stdin.readline()
 """
 
 
@@ -138,19 +140,26 @@ class SandboxMemcg:
         self,
         mount: MemcgMount,
         prefix: str,
-        limit_bytes: int,
+        limit_bytes: int | None,
         *,
         parent: str | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
         kmsg_path: str = "/dev/kmsg",
         swap_limit_bytes: int | None = 0,
+        max_limit_bytes: int = MAX_LIMIT_BYTES,
     ) -> None:
         """`swap_limit_bytes`: swap the cgroup may use on top of `limit_bytes` (0: none,
-        the default; None: no swap limit)."""
-        if not 0 < limit_bytes <= MAX_LIMIT_BYTES:
-            raise ValueError(f"sandbox limit must be 1..{MAX_LIMIT_BYTES} bytes, not {limit_bytes}")
-        if swap_limit_bytes is not None and not 0 <= swap_limit_bytes <= MAX_LIMIT_BYTES:
-            raise ValueError(f"sandbox swap limit must be 0..{MAX_LIMIT_BYTES} bytes or None, "
+        the default; None: no swap limit). `limit_bytes` None: no limit of its own, only
+        for a sandbox nested in a limited `parent` (the parent's limit applies, on v2
+        without delegating the memory controller to it). `max_limit_bytes` bounds both
+        limits."""
+        if limit_bytes is None:
+            if parent is None:
+                raise ValueError("a sandbox without a limit of its own must have a parent")
+        elif not 0 < limit_bytes <= max_limit_bytes:
+            raise ValueError(f"sandbox limit must be 1..{max_limit_bytes} bytes, not {limit_bytes}")
+        if swap_limit_bytes is not None and not 0 <= swap_limit_bytes <= max_limit_bytes:
+            raise ValueError(f"sandbox swap limit must be 0..{max_limit_bytes} bytes or None, "
                              f"not {swap_limit_bytes}")
         if not prefix or "/" in prefix or prefix.startswith("."):
             raise ValueError(f"bad sandbox name prefix {prefix!r}")
@@ -197,14 +206,15 @@ class SandboxMemcg:
         if self._created:
             return
         try:
-            if self.mount.version == 2:
+            if self.mount.version == 2 and self.limit_bytes is not None:
                 self._enable_memory_in_parent()
             try:
                 self._make_dir(self.directory)
             except OSError as err:
                 raise translate_os_error(err, self.directory) from err
             self._created = True
-            self.write_limits()
+            if self.limit_bytes is not None:
+                self.write_limits()
         except BaseException:
             self.remove()
             raise
@@ -224,6 +234,8 @@ class SandboxMemcg:
         """Hard limit = `limit_bytes`; swap: `swap_limit_bytes` (none by default).
         Without swap accounting (no memsw / swap.max file) a finite swap allowance
         cannot be set: Unsupported."""
+        if self.limit_bytes is None:
+            raise SandboxError(f"{self.path} has no limit of its own to write")
         limit, swap = str(self.limit_bytes), self.swap_limit_bytes
         if self.mount.version == 1:
             memsw = "-1" if swap is None else str(self.limit_bytes + swap)
@@ -279,14 +291,32 @@ class SandboxMemcg:
     def _counter_file(self) -> str:
         return self._file("memory.oom_control" if self.mount.version == 1 else "memory.events")
 
+    def usage_bytes(self) -> int:
+        """Memory charged to the cgroup now (v1 memory.usage_in_bytes, v2
+        memory.current)."""
+        name = "memory.usage_in_bytes" if self.mount.version == 1 else "memory.current"
+        return int(read_text(self._file(name)))
+
+    def peak_usage_bytes(self) -> int | None:
+        """The most memory charged to the cgroup since it was made: v1
+        memory.max_usage_in_bytes, v2 memory.peak (5.19+); None where the kernel
+        keeps no peak."""
+        name = "memory.max_usage_in_bytes" if self.mount.version == 1 else "memory.peak"
+        try:
+            return int(read_text(self._file(name)))
+        except FileNotFoundError:
+            return None
+
     def state(self) -> Memcg:
         swappiness = read_sysctls(names=("vm/swappiness",)).get("vm.swappiness", 60)
         return read_memcg(self.mount, self.path, _PAGE_SIZE, swappiness)
 
-    def spawn(self, argv: Sequence[str], *, stdin: int = subprocess.DEVNULL,
-              stdout: int = subprocess.DEVNULL, stderr: int = subprocess.DEVNULL,
+    def spawn(self, argv: Sequence[str], *, stdin: int | None = subprocess.DEVNULL,
+              stdout: int | None = subprocess.DEVNULL, stderr: int | None = subprocess.DEVNULL,
               ) -> subprocess.Popen[bytes]:
-        """Run `argv` inside the cgroup (it joins before exec, so before allocating)."""
+        """Run `argv` inside the cgroup (it joins before exec, so before allocating).
+        A stream given as None is inherited from this process. If joining fails the
+        child exits 125; if `argv` cannot be executed, 126 or 127 (as sh(1) says)."""
         if not self._created:
             raise SandboxError("create() the sandbox before starting processes in it")
         wrapper = ["/bin/sh", "-c", _JOIN_THEN_EXEC, "oomlens-sandbox", self._file("cgroup.procs")]
@@ -300,17 +330,21 @@ class SandboxMemcg:
         """Wait until at least `count` processes are in the cgroup."""
         self._wait_for(lambda: len(self.procs()) >= count, f"{count} processes in {self.path}")
 
-    def start_hog(self, size_mib: int, oom_score_adj: int = 0) -> Hog:
+    def start_hog(self, size_mib: int, oom_score_adj: int = 0, *,
+                  counter_file: str | None = None) -> Hog:
         """Start a process holding `size_mib` MiB resident (or, where the sandbox
-        allows swap, partly swapped out); returns once it is."""
-        swap = self.swap_limit_bytes
-        if size_mib < 0 or (swap is not None and size_mib * MIB >= self.limit_bytes + swap):
-            raise ValueError(f"hog of {size_mib} MiB does not fit in {self.limit_bytes} bytes"
+        allows swap, partly swapped out); returns once it is. A grown hog stops once
+        the `oom_kill` count in `counter_file` moves (default: this cgroup's own;
+        /proc/vmstat's counts every OOM kill of the machine)."""
+        swap, limit = self.swap_limit_bytes, self.limit_bytes
+        if size_mib < 0 or (limit is not None and swap is not None
+                            and size_mib * MIB >= limit + swap):
+            raise ValueError(f"hog of {size_mib} MiB does not fit in {limit} bytes"
                              + (f" + {swap} bytes of swap" if swap else ""))
         if not -1000 <= oom_score_adj <= 1000:
             raise ValueError(f"oom_score_adj must be in -1000..1000, not {oom_score_adj}")
         argv = [sys.executable, "-I", "-S", "-c", HOG_SCRIPT,
-                str(size_mib * MIB), str(oom_score_adj), self._counter_file()]
+                str(size_mib * MIB), str(oom_score_adj), counter_file or self._counter_file()]
         pipe = subprocess.PIPE
         hog = Hog(self.spawn(argv, stdin=pipe, stdout=pipe, stderr=pipe), size_mib, oom_score_adj)
         self.hogs.append(hog)

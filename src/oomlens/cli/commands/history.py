@@ -15,6 +15,7 @@ from typing import Any
 from oomlens.cli.env import Env, ExitStatus
 from oomlens.cli.protect_args import state_dir_of
 from oomlens.cli.render.json import write_json
+from oomlens.cli.render.report import SEVERITY_STYLE
 from oomlens.cli.render.table import Column, paint, render_table
 from oomlens.errors import NotFound, UsageError
 from oomlens.store.db import EventQuery, EventStats, Store, default_store_url, open_store
@@ -30,7 +31,6 @@ LIST_COLUMNS = (
 INCOMPLETE = "*"
 TOP_N = 10
 DAYS_SHOWN = 31
-_SEVERITY_STYLE = {"critical": "red", "warning": "yellow"}
 
 
 def run(args: argparse.Namespace, env: Env) -> ExitStatus:
@@ -179,7 +179,7 @@ def _findings(record: EventRecord, detail: dict[str, Any], env: Env) -> list[str
         return [f"Main finding: {record.main_finding}"] if record.main_finding else []
     main = stored[0]
     out = ["", paint(f"Main finding [{main['severity']}] {main['code']}: {main['message']}",
-                     _SEVERITY_STYLE.get(main["severity"], ""), env.colour)]
+                     SEVERITY_STYLE.get(main["severity"], ""), env.colour)]
     if main.get("fix"):
         out.append(f"    fix: {main['fix']}")
     if len(stored) > 1:
