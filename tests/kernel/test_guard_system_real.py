@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from pidreuse import REUSE_ATTEMPTS, spawn_on_pid
+from pidreuse import reused_pid
 from procutil import pid_alive, sleeper
 
 from oomlens.errors import (
@@ -129,26 +129,19 @@ def test_a_victim_reaped_and_its_pid_reused_signals_nobody(
         monkeypatch: pytest.MonkeyPatch) -> None:
     with sleeper() as old:
         victim = Victim.open(old.pid, start_ticks(old.pid))
-    with victim:  # the sleeper is reaped now
-        new = spawn_on_pid(old.pid)
-        if new is None:
-            pytest.skip(f"pid {old.pid} was not reused in {REUSE_ATTEMPTS} attempts")
-        try:
-            assert new.pid == victim.pid
-            assert victim.wait_exit(0)
-            assert victim.signal(signal.SIGKILL) is False
-            # Past our own exit check, the kernel itself refuses: the pidfd's struct
-            # pid has no task, pidfd_send_signal() is ESRCH.
-            monkeypatch.setattr(Victim, "has_exited", lambda self: False)
-            assert victim.signal(signal.SIGKILL) is False
-            assert victim.release_memory() is False
-            outcome = terminate(victim, 0.1)
-            assert outcome.gone_before and not outcome.killed
-            time.sleep(0.05)
-            assert new.poll() is None and pid_alive(new.pid)
-        finally:
-            new.kill()
-            new.wait(timeout=WAIT_S)
+    with victim, reused_pid(old.pid) as new:  # the sleeper is reaped now
+        assert new.pid == victim.pid
+        assert victim.wait_exit(0)
+        assert victim.signal(signal.SIGKILL) is False
+        # Past our own exit check, the kernel itself refuses: the pidfd's struct
+        # pid has no task, pidfd_send_signal() is ESRCH.
+        monkeypatch.setattr(Victim, "has_exited", lambda self: False)
+        assert victim.signal(signal.SIGKILL) is False
+        assert victim.release_memory() is False
+        outcome = terminate(victim, 0.1)
+        assert outcome.gone_before and not outcome.killed
+        time.sleep(0.05)
+        assert new.poll() is None and pid_alive(new.pid)
     assert new.returncode == -signal.SIGKILL  # our kill, not the victim's
 
 
@@ -165,16 +158,10 @@ def test_a_pid_reused_on_a_later_tick_is_pid_reused() -> None:
     with sleeper() as old:
         start = start_ticks(old.pid)
     time.sleep(3 * TICK_S)  # so the new process starts on a later tick
-    new = spawn_on_pid(old.pid)
-    if new is None:
-        pytest.skip(f"pid {old.pid} was not reused in {REUSE_ATTEMPTS} attempts")
-    try:
+    with reused_pid(old.pid) as new:
         with pytest.raises(PidReused):
             Victim.open(old.pid, start)
         assert new.poll() is None
-    finally:
-        new.kill()
-        new.wait(timeout=WAIT_S)
 
 
 def test_a_zombie_is_process_gone() -> None:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from pidreuse import REUSE_ATTEMPTS, spawn_on_pid
+from pidreuse import reused_pid
 from procutil import sleeper
 
 from oomlens.errors import AccessDenied, ProcessGone, UsageError
@@ -127,32 +127,18 @@ def test_handle_across_pid_reuse_does_not_reach_the_new_process() -> None:
     stranger: the open directory is what refuses it."""
     with sleeper() as old:
         handle = ProcessHandle.open(old.pid)
-    with handle:
-        new = spawn_on_pid(old.pid)
-        if new is None:
-            pytest.skip(f"pid {old.pid} was not reused in {REUSE_ATTEMPTS} attempts")
-        try:
-            with pytest.raises(ProcessGone):
-                handle.set_oom_score_adj(SENTINEL_ADJ)
-            assert read_adj(new.pid) == read_adj(os.getpid())  # still the inherited value
-        finally:
-            new.kill()
-            new.wait(timeout=10)
+    with handle, reused_pid(old.pid) as new:
+        with pytest.raises(ProcessGone):
+            handle.set_oom_score_adj(SENTINEL_ADJ)
+        assert read_adj(new.pid) == read_adj(os.getpid())  # still the inherited value
 
 
 def test_reused_pid_with_a_later_start_is_pid_reused() -> None:
     with sleeper() as old:
         start = start_ticks(old.pid)
     time.sleep(3 * TICK_S)  # so the new process starts on a later tick
-    new = spawn_on_pid(old.pid)
-    if new is None:
-        pytest.skip(f"pid {old.pid} was not reused in {REUSE_ATTEMPTS} attempts")
-    try:
-        with pytest.raises(PidReused):
-            ProcessHandle.open(old.pid, start_time_ticks=start)
-    finally:
-        new.kill()
-        new.wait(timeout=10)
+    with reused_pid(old.pid), pytest.raises(PidReused):
+        ProcessHandle.open(old.pid, start_time_ticks=start)
 
 
 def test_reads_through_the_directory(child: subprocess.Popen[bytes]) -> None:
