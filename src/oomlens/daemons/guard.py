@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from oomlens.errors import OomlensError, UsageError
 from oomlens.guard.triggers import (
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from oomlens.system.memcg import MemcgMount
 
 Log = Callable[[dict[str, Any]], None]
+_T = TypeVar("_T")
 _KIB = 1024
 
 
@@ -132,7 +133,7 @@ class MemcgProbe:
             self.close()
             raise
 
-    def _io(self, name: str, call: Callable[[str], Any]) -> Any:
+    def _io(self, name: str, call: Callable[[str], _T]) -> _T:
         from oomlens.system.procfs import translate_os_error
 
         path = os.path.join(self.directory, name)
@@ -143,7 +144,7 @@ class MemcgProbe:
 
     def _value(self, name: str) -> bytes:
         fd = self._fds[name]
-        return self._io(name, lambda _: os.pread(fd, 64, 0)).strip()  # type: ignore[no-any-return]
+        return self._io(name, lambda _: os.pread(fd, 64, 0)).strip()
 
     def limit_bytes(self) -> int | None:
         text = self._value(self._limit)
@@ -159,7 +160,7 @@ class MemcgProbe:
     def sample(self, now: float) -> Sample:
         limit = self.limit_bytes() or _NO_LIMIT_BYTES
         usage = int(self._value(self._usage))
-        stat: str = self._io("memory.stat", read_text)
+        stat = self._io("memory.stat", read_text)
         inactive = next((int(line.split()[1]) for line in stat.splitlines()
                          if line.startswith(self._inactive + " ")), 0)
         some = full = None

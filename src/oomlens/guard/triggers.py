@@ -122,6 +122,11 @@ class Thresholds:
     predict_seconds: float | None = None
     recover_margin: float = 0.05
 
+    @property
+    def uses_pressure(self) -> bool:
+        """Whether a PSI threshold is set (then each look reads the domain's pressure)."""
+        return self.psi_full_avg10 is not None or self.psi_some_avg10 is not None
+
 
 def validate(thresholds: Thresholds, total_bytes: int, swap_total_bytes: int) -> list[str]:
     """Refuse thresholds that cannot mean what was meant (UsageError, one line); return

@@ -86,7 +86,7 @@ class Clock:
 class Rig:
     probe: FakeProbe
     clock: Clock
-    guard: Guard
+    guard: ChosenGuard
     log: list[dict[str, Any]] = field(default_factory=list)
     records: list[EventRecord] = field(default_factory=list)
 
@@ -215,7 +215,7 @@ def test_a_quiet_look_passes_only_where_a_proper_one_sleeps_the_ceiling_at_level
 class TestKills:
     def test_a_dry_run_decides_and_sends_nothing(self, sleeping: subprocess.Popen[bytes]) -> None:
         rig = rig_of(100 * MIB, dry_run=True)
-        ChosenGuard.choice = Choice(candidate_of(sleeping), ("the biggest",), ())
+        rig.guard.choice = Choice(candidate_of(sleeping), ("the biggest",), ())
         rig.guard.look_all(woken=True)
         kill = next(e for e in rig.log if e["event"] == "kill")
         assert (kill["pid"], kill["dry_run"], kill["outcome"]) == (sleeping.pid, True, None)
@@ -226,7 +226,7 @@ class TestKills:
     def test_a_kill_is_sent_logged_and_recorded_as_the_guards(
             self, sleeping: subprocess.Popen[bytes]) -> None:
         rig = rig_of(100 * MIB)
-        ChosenGuard.choice = Choice(candidate_of(sleeping), ("the biggest",), ())
+        rig.guard.choice = Choice(candidate_of(sleeping), ("the biggest",), ())
         rig.guard.look_all(woken=True)
         assert sleeping.wait(5) == -signal.SIGTERM
         kill = next(e for e in rig.log if e["event"] == "kill")
@@ -239,7 +239,7 @@ class TestKills:
 
     def test_one_kill_per_interval(self, sleeping: subprocess.Popen[bytes]) -> None:
         rig = rig_of(100 * MIB, dry_run=True, kill_interval=1.0)
-        ChosenGuard.choice = Choice(candidate_of(sleeping), ("the biggest",), ())
+        rig.guard.choice = Choice(candidate_of(sleeping), ("the biggest",), ())
         rig.guard.look_all(woken=True)
         rig.clock.now += 0.5
         rig.guard.look_all(woken=True)
@@ -250,7 +250,7 @@ class TestKills:
 
     def test_nothing_acceptable_alerts_once_per_episode(self) -> None:
         rig = rig_of(100 * MIB)
-        ChosenGuard.choice = Choice(None, ("every process is avoided",), ())
+        rig.guard.choice = Choice(None, ("every process is avoided",), ())
         for _ in range(3):
             rig.clock.now += 2
             rig.guard.look_all(woken=True)
@@ -268,7 +268,7 @@ class TestKills:
         rig = rig_of(100 * MIB)
         stale = candidate_of(sleeping)  # as if the pid had been reused since the scan
         stale = replace(stale, start_time_ticks=stale.start_time_ticks + 1)
-        ChosenGuard.choice = Choice(stale, ("the biggest",), ())
+        rig.guard.choice = Choice(stale, ("the biggest",), ())
         rig.guard.look_all(woken=True)
         assert "victim_gone" in rig.events()
         assert sleeping.poll() is None and rig.records == []

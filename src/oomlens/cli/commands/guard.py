@@ -90,7 +90,7 @@ def _probes(args: argparse.Namespace, env: Env, thresholds: Thresholds) -> list[
     if args.no_system and not args.cgroup:
         raise UsageError("--no-system needs at least one --cgroup to guard")
     probes: list[Probe] = []
-    with_psi = thresholds.psi_full_avg10 is not None or thresholds.psi_some_avg10 is not None
+    with_psi = thresholds.uses_pressure
     if not args.no_system:
         probes.append(SystemProbe(env.proc_root, with_psi))
     if args.cgroup:
@@ -112,30 +112,27 @@ def _wakers(probes: list[Probe], thresholds: Thresholds, env: Env, log: Log) -> 
 
     wakers: list[Waker] = []
     for probe in probes:
-        if isinstance(probe, SystemProbe):
-            trigger, why = open_trigger(f"{env.proc_root}/pressure/memory", "some",
-                                        _PSI_STALL_US, _PSI_WINDOW_US)
-            if trigger is not None:
-                wakers.append(Waker(trigger, select.POLLPRI))
-            if why is not None:
-                log({"event": "wakeup", "domain": probe.name, "message": why})
-        elif probe.mount.version == 1:
+        if isinstance(probe, MemcgProbe) and probe.mount.version == 1:
             from oomlens.system.memthreshold import UsageThreshold
 
             limit = probe.limit_bytes() or 0
             level = limit - thresholds.kill_below.resolve(limit)
             threshold = UsageThreshold(probe.directory, level)
             wakers.append(Waker(threshold, select.POLLIN, threshold.drain))
-        else:  # v2: no usage thresholds, but the cgroup's own PSI triggers
-            trigger, why = open_trigger(os.path.join(probe.directory, "memory.pressure"),
-                                        "some", _PSI_STALL_US, _PSI_WINDOW_US)
-            if trigger is not None:
-                wakers.append(Waker(trigger, select.POLLPRI))
-            log({"event": "wakeup", "domain": probe.name, "message": "cgroup v2 offers no "
-                 "usage threshold event: polling as headroom requires"
-                 + (f"; {why}" if why else ", and woken by its memory.pressure trigger")})
-    with_psi = thresholds.psi_full_avg10 is not None or thresholds.psi_some_avg10 is not None
-    if with_psi and any(isinstance(p, MemcgProbe) and p.mount.version == 1 for p in probes):
+            continue
+        # The system's PSI, or a v2 cgroup's own (v2 has no usage threshold event).
+        pressure = (os.path.join(probe.directory, "memory.pressure")
+                    if isinstance(probe, MemcgProbe) else f"{env.proc_root}/pressure/memory")
+        trigger, why = open_trigger(pressure, "some", _PSI_STALL_US, _PSI_WINDOW_US)
+        if trigger is not None:
+            wakers.append(Waker(trigger, select.POLLPRI))
+        if isinstance(probe, MemcgProbe):
+            why = ("cgroup v2 offers no usage threshold event: polling as headroom requires"
+                   + (f"; {why}" if why else ", and woken by its memory.pressure trigger"))
+        if why is not None:
+            log({"event": "wakeup", "domain": probe.name, "message": why})
+    if thresholds.uses_pressure and any(
+            isinstance(p, MemcgProbe) and p.mount.version == 1 for p in probes):
         log({"event": "note", "message": "cgroup v1 has no per-cgroup pressure: --psi-full "
              "and --psi-some apply to the system domain only"})
     return wakers
